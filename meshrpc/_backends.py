@@ -1,0 +1,27 @@
+"""Default discovery and transport for a component's settings (imports are lazy).
+
+Importing meshrpc does not import zmq or zeroconf until a component starts, which
+keeps ``import meshrpc`` cheap and lets other backends be used without them.
+"""
+
+from __future__ import annotations
+
+from meshrpc.config import Settings
+from meshrpc.discovery.base import Discovery
+from meshrpc.transport.base import Transport
+
+__all__ = ["default_discovery", "default_transport"]
+
+
+def default_discovery(settings: Settings) -> Discovery:
+    """The discovery backend ``settings.discovery`` names."""
+    from meshrpc.discovery.mdns import MdnsDiscovery
+
+    return MdnsDiscovery(interfaces=settings.interfaces)
+
+
+def default_transport(settings: Settings) -> Transport:
+    """The ZeroMQ transport, with the message size limit of ``settings``."""
+    from meshrpc.transport.zmq import ZmqTransport
+
+    return ZmqTransport(max_message=settings.max_message)

@@ -1,0 +1,1 @@
+"""The components (L4): responder, requester, and how they are run."""

@@ -1,0 +1,117 @@
+"""What every component shares: identity, settings, backends, and the ways to run it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskStatus
+
+from meshrpc._backends import default_discovery, default_transport
+from meshrpc.config import Settings, load_settings
+from meshrpc.discovery.base import Discovery
+from meshrpc.errors import ConfigError
+from meshrpc.transport.base import Transport
+
+__all__ = ["Component"]
+
+
+class Component:
+    """Base of Responder and Requester: constructing one does no I/O."""
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        namespace: str | None,
+        key: str | None,
+        environment: str | None,
+        discovery: Discovery | None,
+        transport: Transport | None,
+        **overrides: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.settings: Settings = load_settings(
+            {"namespace": namespace, "key": key, "environment": environment, **overrides}
+        )
+        self.instance_id = uuid.uuid4().hex
+        self._discovery_arg = discovery
+        self._transport_arg = transport
+        self._entered = False
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+    def run(self, *, backend: str = "asyncio") -> None:
+        """Serve until SIGINT or SIGTERM, then stop gracefully (blocks; for scripts)."""
+        from meshrpc._components.lifecycle import run
+
+        run(self, backend=backend)
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Enter, report started, and serve until cancelled."""
+        async with self:
+            task_status.started()
+            await anyio.sleep_forever()
+
+    async def __aenter__(self) -> Self:
+        raise NotImplementedError
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        raise NotImplementedError
+
+    def _claim(self) -> None:
+        if self._entered:
+            raise RuntimeError(f"{type(self).__name__} {self.name!r} can only be entered once")
+        self._entered = True
+
+    def _backends(self) -> tuple[Discovery, Transport]:
+        discovery = self._discovery_arg or default_discovery(self.settings)
+        transport = self._transport_arg or default_transport(self.settings)
+        return discovery, transport
+
+    def _bind_host(self) -> str:
+        interfaces = self.settings.interfaces
+        return interfaces[0] if len(interfaces) == 1 and interfaces != ("all",) else "0.0.0.0"
+
+    def _advertise_host(self) -> str:
+        interfaces = self.settings.interfaces
+        if interfaces != ("all",):
+            return interfaces[0]
+        return _primary_ipv4()
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "kind": self.kind,
+            "namespace": self.settings.namespace,
+            "key": self.settings.key,
+            "environment": self.settings.environment,
+            "host": socket.gethostname()[:60],
+            "pid": os.getpid(),
+        }
+
+    def __repr__(self) -> str:
+        ns = f" namespace={self.settings.namespace!r}" if self.settings.namespace else ""
+        return f"<{type(self).__name__} {self.name!r}{ns} id={self.instance_id[:8]}>"
+
+
+def _primary_ipv4() -> str:
+    # The first non-loopback IPv4 address of an up interface: routable from the LAN,
+    # unlike 0.0.0.0 or 127.0.0.1. ifaddr comes with zeroconf.
+    import ifaddr
+
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
+                return ip.ip
+    return "127.0.0.1"

@@ -1,0 +1,391 @@
+"""Responder: answers requests for the message types it registered handlers for."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar, overload
+
+import anyio
+from anyio.abc import TaskGroup
+
+from meshrpc._components.common import Component
+from meshrpc._components.context import CallContext, _set
+from meshrpc._protocol import codec
+from meshrpc._protocol.advertisement import Advertisement, check_type_name
+from meshrpc._protocol.envelope import Draining, Ping, Pong, Request
+from meshrpc.discovery.base import Discovery
+from meshrpc.errors import ConfigError, MessageTooLarge, ProtocolError
+from meshrpc.transport.base import Listener, Transport
+
+__all__ = ["Handler", "Responder"]
+
+logger = logging.getLogger("meshrpc.responder")
+
+Handler = Callable[[Any], Any]
+H = TypeVar("H", bound=Handler)
+
+_MAX_REMEMBERED_PEERS = 10_000  # requesters told DRAINING on shutdown (bounded LRU)
+_MAX_ERROR_TEXT = 32_768
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    fn: Handler
+    is_async: bool
+    idempotent: bool
+
+
+class Responder(Component):
+    """Serves handlers registered with :meth:`on` to requesters of the same mesh.
+
+    ``async with responder:`` binds, announces and serves; leaving it drains: the
+    advertisement is withdrawn, connected requesters are told in-band, new calls are
+    refused (they are retried elsewhere), and in-flight calls get ``drain_timeout``
+    seconds to finish.
+    """
+
+    kind = "responder"
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str | None = None,
+        key: str | None = None,
+        environment: str | None = None,
+        version: str | None = None,
+        *,
+        port: int | None = None,
+        interfaces: str | list[str] | tuple[str, ...] | None = None,
+        max_concurrency: int | None = None,
+        drain_timeout: float | None = None,
+        max_message: int | None = None,
+        send_tracebacks: bool | None = None,
+        discovery: Discovery | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            namespace=namespace,
+            key=key,
+            environment=environment,
+            discovery=discovery,
+            transport=transport,
+            port=port,
+            interfaces=interfaces,
+            max_concurrency=max_concurrency,
+            drain_timeout=drain_timeout,
+            max_message=max_message,
+            send_tracebacks=send_tracebacks,
+        )
+        self.version = version or ""
+        self._routes: dict[str, _Route] = {}
+        self._listener: Listener | None = None
+        self._discovery: Discovery | None = None
+        self._advertisement: Advertisement | None = None
+        self._tg: TaskGroup | None = None
+        self._draining = False
+        self._in_flight = 0
+        self._idle: anyio.Event | None = None
+        self._peers: OrderedDict[bytes, None] = OrderedDict()
+        self._stats = dict.fromkeys(
+            (
+                "received",
+                "ok",
+                "errors",
+                "unknown_type",
+                "overloaded",
+                "refused_draining",
+                "expired",
+                "malformed",
+                "replies_dropped",
+                "pings",
+            ),
+            0,
+        )
+
+    # -- registration -------------------------------------------------------------
+
+    @overload
+    def on(self, type: str, fn: None = None, *, idempotent: bool = False) -> Callable[[H], H]: ...
+
+    @overload
+    def on(self, type: str, fn: H, *, idempotent: bool = False) -> H: ...
+
+    def on(
+        self, type: str, fn: H | None = None, *, idempotent: bool = False
+    ) -> H | Callable[[H], H]:
+        """Register ``fn`` as the handler of ``type`` (usable as a decorator).
+
+        ``fn`` takes the payload and returns a msgpack-serialisable value; ``async def``
+        handlers run on the event loop, plain ``def`` ones in a worker thread.
+        ``idempotent=True`` declares it safe to run more than once for one call.
+
+        Raises:
+            ConfigError: bad type name, duplicate type, not callable, or registering
+                after the responder started.
+        """
+        check_type_name(type)
+
+        def register(handler: H) -> H:
+            if not callable(handler):
+                raise ConfigError(f"handler for {type!r} is not callable: {handler!r}")
+            if type in self._routes:
+                raise ConfigError(f"{self.name!r} already has a handler for {type!r}")
+            if self._entered:
+                raise ConfigError("register handlers before the responder starts")
+            is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+                getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+            )
+            self._routes[type] = _Route(handler, is_async, idempotent)
+            return handler
+
+        return register if fn is None else register(fn)
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The message types this responder answers."""
+        return tuple(self._routes)
+
+    @property
+    def endpoint(self) -> str | None:
+        """The advertised endpoint once started, else ``None``."""
+        return self._advertisement.endpoint if self._advertisement else None
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters since start, plus ``in_flight`` and ``draining``."""
+        return {**self._stats, "in_flight": self._in_flight, "draining": self._draining}
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._claim()
+        if not self._routes:
+            raise ConfigError(f"responder {self.name!r} has no handlers; use @responder.on(type)")
+        discovery, transport = self._backends()
+        self._idle = anyio.Event()
+        self._idle.set()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        try:
+            listener = await transport.listen(
+                tg, self._bind_host(), self.settings.port, self._on_frame
+            )
+            self._listener = listener
+            port = int(listener.endpoint.rsplit(":", 1)[1])
+            self._advertisement = Advertisement(
+                endpoint=f"tcp://{self._advertise_host()}:{port}",
+                version=self.version,
+                types=self.types,
+                **self._identity(),
+            )
+            await discovery.start()
+            self._discovery = discovery
+            await discovery.register(self._advertisement)
+        except BaseException:
+            await self._shutdown()
+            raise
+        logger.info("responder %r serving %s at %s", self.name, self.types, self.endpoint)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._shutdown()
+
+    async def stop(self) -> None:
+        """Drain and close now (same as leaving ``async with``)."""
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        tg, self._tg = self._tg, None
+        if tg is None:
+            return
+        with anyio.CancelScope(shield=True):
+            self._draining = True
+            try:
+                if self._discovery is not None:
+                    if self._advertisement is not None:
+                        await self._discovery.unregister(self._advertisement)
+                    await self._discovery.aclose()
+                self._tell_draining()
+                if self._in_flight and self._idle is not None:
+                    with anyio.move_on_after(self.settings.drain_timeout):
+                        await self._idle.wait()
+                    if self._in_flight:
+                        logger.warning(
+                            "responder %r: %d calls still running after the %.1fs drain "
+                            "timeout are cancelled",
+                            self.name,
+                            self._in_flight,
+                            self.settings.drain_timeout,
+                        )
+                if self._listener is not None:
+                    await self._listener.aclose()
+            finally:
+                tg.cancel_scope.cancel()
+        # Outside the shield: the task group must be exited in the scope it was entered.
+        await tg.__aexit__(None, None, None)
+
+    def _tell_draining(self) -> None:
+        if self._listener is None:
+            return
+        frame = codec.encode(Draining())
+        for peer in self._peers:
+            self._listener.send(peer, frame)
+
+    # -- serving ------------------------------------------------------------------
+
+    def _on_frame(self, peer: bytes, frame: bytes) -> None:
+        self._peers[peer] = None
+        self._peers.move_to_end(peer)
+        if len(self._peers) > _MAX_REMEMBERED_PEERS:
+            self._peers.popitem(last=False)
+        try:
+            message = codec.decode(frame, max_size=self.settings.max_message)
+        except ProtocolError as exc:
+            self._stats["malformed"] += 1
+            call_id = codec.request_call_id(frame)
+            logger.debug("malformed frame from %r: %s", peer, exc)
+            if call_id is not None:
+                self._reply_error(peer, call_id, "bad_request", "ProtocolError", str(exc))
+            return
+        if isinstance(message, Request):
+            self._on_request(peer, message)
+        elif isinstance(message, Ping):
+            self._stats["pings"] += 1
+            self._send(peer, codec.encode(Pong(message.nonce)))
+        else:
+            self._stats["malformed"] += 1
+            logger.debug("unexpected %s from %r dropped", type(message).__name__, peer)
+
+    def _on_request(self, peer: bytes, request: Request) -> None:
+        self._stats["received"] += 1
+        route = self._routes.get(request.type)
+        if route is None:
+            self._stats["unknown_type"] += 1
+            self._reply_error(
+                peer,
+                request.call_id,
+                "unknown_type",
+                "UnknownType",
+                f"responder {self.name!r} has no handler for {request.type!r} "
+                f"(it answers {sorted(self._routes)})",
+            )
+            return
+        if self._draining:
+            self._stats["refused_draining"] += 1
+            self._reply_error(peer, request.call_id, "draining", "Draining", "responder draining")
+            return
+        if request.deadline_ms <= 0:
+            self._stats["expired"] += 1
+            self._reply_error(peer, request.call_id, "expired", "DeadlineExceeded", "expired")
+            return
+        if self._in_flight >= self.settings.max_concurrency:
+            self._stats["overloaded"] += 1
+            self._reply_error(
+                peer,
+                request.call_id,
+                "overloaded",
+                "Overloaded",
+                f"{self._in_flight} calls in flight (max_concurrency)",
+            )
+            return
+        assert self._tg is not None
+        assert self._idle is not None
+        deadline = time.monotonic() + request.deadline_ms / 1000.0
+        if self._in_flight == 0:
+            self._idle = anyio.Event()
+        self._in_flight += 1
+        self._tg.start_soon(self._run_call, peer, request, route, deadline)
+
+    async def _run_call(
+        self, peer: bytes, request: Request, route: _Route, deadline: float
+    ) -> None:
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                # Queued behind other work past its deadline: the caller gave up, so
+                # running it now could only do harm.
+                self._stats["expired"] += 1
+                return
+            meta = request.meta
+            user_meta = meta.get("m")
+            _set(
+                CallContext(
+                    type=request.type,
+                    call_id=request.call_id,
+                    deadline=deadline,
+                    caller=str(meta.get("from", "")),
+                    attempt=request.attempt,
+                    meta=user_meta if isinstance(user_meta, dict) else {},
+                    responder=self.name,
+                )
+            )
+            try:
+                if route.is_async:
+                    with anyio.fail_after(remaining):
+                        result = await _await(route.fn(request.payload))
+                else:
+                    result = await anyio.to_thread.run_sync(route.fn, request.payload)
+            except TimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    self._stats["expired"] += 1
+                    return  # the caller already has DeadlineExceeded; nothing to say
+                self._handler_failed(peer, request, exc)
+                return
+            except Exception as exc:
+                self._handler_failed(peer, request, exc)
+                return
+            try:
+                frame = codec.encode_reply(
+                    request.call_id, result, max_size=self.settings.max_message
+                )
+            except (MessageTooLarge, ProtocolError) as exc:
+                self._stats["errors"] += 1
+                self._reply_error(
+                    peer,
+                    request.call_id,
+                    "bad_result",
+                    type(exc).__name__,
+                    f"result of {request.type!r} cannot be sent: {exc}",
+                )
+                return
+            self._stats["ok"] += 1
+            self._send(peer, frame)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    def _handler_failed(self, peer: bytes, request: Request, exc: Exception) -> None:
+        self._stats["errors"] += 1
+        logger.debug("handler for %r raised", request.type, exc_info=exc)
+        tb = "".join(traceback.format_exception(exc)) if self.settings.send_tracebacks else None
+        self._reply_error(peer, request.call_id, "remote", type(exc).__qualname__, str(exc), tb)
+
+    def _reply_error(
+        self,
+        peer: bytes,
+        call_id: int,
+        code: str,
+        error_type: str,
+        message: str,
+        tb: str | None = None,
+    ) -> None:
+        # Bounded so a huge exception message cannot make the error itself undeliverable.
+        message = message[:_MAX_ERROR_TEXT]
+        tb = tb[-_MAX_ERROR_TEXT:] if tb else tb
+        self._send(peer, codec.encode_error(call_id, code, error_type[:200], message, tb))
+
+    def _send(self, peer: bytes, frame: bytes) -> None:
+        if self._listener is None or not self._listener.send(peer, frame):
+            self._stats["replies_dropped"] += 1
+
+
+async def _await(value: Awaitable[Any] | Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

@@ -1,0 +1,106 @@
+"""Messages of the request/reply wire protocol, as plain values (no I/O).
+
+Each message travels as one msgpack array; the first two elements are the protocol
+version and the kind. ``docs/protocol.md`` is the normative description.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "DRAINING",
+    "ERROR",
+    "ERROR_CODES",
+    "PING",
+    "PONG",
+    "PROTOCOL_VERSION",
+    "REPLY",
+    "REQUEST",
+    "Draining",
+    "ErrorReply",
+    "Message",
+    "Ping",
+    "Pong",
+    "Reply",
+    "Request",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+REQUEST: Final = 1
+REPLY: Final = 2
+ERROR: Final = 3
+DRAINING: Final = 4
+PING: Final = 5
+PONG: Final = 6
+
+# Why the call failed, as carried in ERROR messages. A requester maps each code to
+# exactly one exception class; unknown codes from newer peers become RemoteError.
+ERROR_CODES: Final = (
+    "remote",  # the handler raised
+    "unknown_type",  # no handler for the type on this responder
+    "overloaded",  # refused before running: concurrency limit
+    "draining",  # refused before running: the responder is shutting down
+    "expired",  # refused before running: the deadline had already passed
+    "bad_request",  # the request could not be decoded
+    "bad_result",  # the handler's return value could not be encoded or was too large
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Ask the responder to run the handler of ``type``.
+
+    ``deadline_ms`` is the time left when sent (relative, so clocks need not agree);
+    ``attempt`` counts from 1; ``meta`` carries the caller's name and user metadata.
+    """
+
+    call_id: int
+    type: str
+    deadline_ms: int
+    payload: Any = None
+    attempt: int = 1
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The handler returned ``payload``."""
+
+    call_id: int
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """The call failed for ``code`` (one of ``ERROR_CODES``)."""
+
+    call_id: int
+    code: str
+    error_type: str
+    message: str
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Draining:
+    """The responder is shutting down: send it no new calls."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Application-level liveness probe; answered with :class:`Pong` by the pump."""
+
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answer to :class:`Ping` carrying the same nonce."""
+
+    nonce: int
+
+
+Message = Request | Reply | ErrorReply | Draining | Ping | Pong

@@ -1,0 +1,248 @@
+"""Configuration: keyword arguments beat ``MESHRPC_*`` variables, which beat defaults.
+
+``VARIABLES`` is the one table of every environment variable meshrpc reads; the docs'
+configuration table is generated from the same rows. An invalid value raises
+:class:`~meshrpc.errors.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from meshrpc.errors import ConfigError
+
+__all__ = ["VARIABLES", "Settings", "Variable", "load_settings"]
+
+BALANCE_STRATEGIES = ("least-pending", "round-robin", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One configuration variable: its environment name, settings field, default, meaning."""
+
+    env: str
+    field: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number from 0 (any free port) to 65535")
+    return value
+
+
+def _interfaces(raw: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in raw.split(",") if p.strip())
+    if not parts:
+        raise ValueError("must be 'all' or a comma-separated list of IPv4 addresses")
+    if parts == ("all",):
+        return parts
+    for part in parts:
+        octets = part.split(".")
+        if len(octets) != 4 or not all(o.isdigit() and 0 <= int(o) <= 255 for o in octets):
+            raise ValueError(f"{part!r} is not an IPv4 address (or use 'all')")
+    return parts
+
+
+def _balance(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in BALANCE_STRATEGIES:
+        raise ValueError(f"must be one of {', '.join(BALANCE_STRATEGIES)}")
+    return value
+
+
+def _discovery(raw: str) -> str:
+    value = raw.strip().lower()
+    if value != "mdns":
+        raise ValueError("only 'mdns' is available in this release")
+    return value
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "MESHRPC_NAMESPACE",
+        "namespace",
+        "",
+        _text,
+        "Namespace components join when none is given; only equal namespaces talk.",
+    ),
+    Variable(
+        "MESHRPC_KEY",
+        "key",
+        "",
+        _text,
+        "Partition key inside a namespace (cote's `key`); only equal keys talk.",
+    ),
+    Variable(
+        "MESHRPC_ENVIRONMENT",
+        "environment",
+        "",
+        _text,
+        "Environment label (e.g. staging); only equal environments talk.",
+    ),
+    Variable(
+        "MESHRPC_TIMEOUT",
+        "timeout",
+        10.0,
+        _positive_float,
+        "Default deadline of a call, in seconds.",
+    ),
+    Variable(
+        "MESHRPC_INTERFACES",
+        "interfaces",
+        ("all",),
+        _interfaces,
+        "IPv4 addresses to announce, discover and listen on; `all` for every interface. "
+        "Tests and demos use 127.0.0.1.",
+    ),
+    Variable("MESHRPC_DISCOVERY", "discovery", "mdns", _discovery, "Discovery backend."),
+    Variable("MESHRPC_PORT", "port", 0, _port, "Port responders bind; 0 picks a free one."),
+    Variable(
+        "MESHRPC_BALANCE",
+        "balance",
+        "least-pending",
+        _balance,
+        "How a requester picks among responders: least-pending (power of two "
+        "choices), round-robin or random.",
+    ),
+    Variable(
+        "MESHRPC_MAX_MESSAGE",
+        "max_message",
+        16 * 1024 * 1024,
+        _positive_int,
+        "Largest message in bytes; senders refuse bigger ones, sockets drop them.",
+    ),
+    Variable(
+        "MESHRPC_MAX_CONCURRENCY",
+        "max_concurrency",
+        1000,
+        _positive_int,
+        "Calls a responder runs at once; beyond it calls are refused as Overloaded "
+        "and retried elsewhere.",
+    ),
+    Variable(
+        "MESHRPC_MAX_QUEUED",
+        "max_queued",
+        10000,
+        _positive_int,
+        "Calls a requester lets wait for a responder to appear; beyond it they fail "
+        "at once with NoResponder.",
+    ),
+    Variable(
+        "MESHRPC_DRAIN_TIMEOUT",
+        "drain_timeout",
+        10.0,
+        _non_negative_float,
+        "Seconds a stopping responder lets in-flight calls finish.",
+    ),
+    Variable(
+        "MESHRPC_SEND_TRACEBACKS",
+        "send_tracebacks",
+        True,
+        lambda raw: _boolean(raw),
+        "Whether responders send handler tracebacks to callers in errors.",
+    ),
+)
+
+_BY_FIELD = {v.field: v for v in VARIABLES}
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true/false (1/0, yes/no, on/off)")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Resolved configuration of one component."""
+
+    namespace: str
+    key: str
+    environment: str
+    timeout: float
+    interfaces: tuple[str, ...]
+    discovery: str
+    port: int
+    balance: str
+    max_message: int
+    max_concurrency: int
+    max_queued: int
+    drain_timeout: float
+    send_tracebacks: bool
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Resolve settings: non-``None`` overrides, then the environment, then defaults.
+
+    Raises:
+        ConfigError: a variable or an override has an invalid value.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var in VARIABLES:
+        raw = env.get(var.env)
+        if raw is None or raw.strip() == "":
+            values[var.field] = var.default
+            continue
+        try:
+            values[var.field] = var.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var.env}={raw!r} is invalid: {exc}") from None
+    for field, value in (overrides or {}).items():
+        if value is None:
+            continue
+        known = _BY_FIELD.get(field)
+        if known is None:
+            raise ConfigError(f"unknown setting {field!r}")
+        values[field] = _check_override(known, value)
+    return Settings(**values)
+
+
+def _check_override(var: Variable, value: Any) -> Any:
+    # Keyword arguments get the same validation as their variables, so the error a
+    # user sees does not depend on where the value came from.
+    if isinstance(value, bool) and var.default is not True and var.default is not False:
+        raise ConfigError(f"{var.field}={value!r} is invalid")
+    raw = ",".join(value) if isinstance(value, (tuple, list)) else str(value)
+    try:
+        return var.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{var.field}={value!r} is invalid: {exc}") from None

@@ -1,0 +1,97 @@
+"""The ``Transport`` protocol: moving frames between responders and requesters.
+
+A transport delivers whole frames (bytes) and reports peer state; it knows nothing of
+message kinds. Receiving is push-style: the transport runs its receive loops as tasks
+in the task group the component passes in, and calls the component's callbacks
+synchronously from the event loop (callbacks must not block). Sending never blocks:
+it either queues the frame on the socket or reports that it could not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, Protocol, runtime_checkable
+
+from anyio.abc import TaskGroup
+
+__all__ = [
+    "Connection",
+    "Listener",
+    "OnFrame",
+    "OnPeerFrame",
+    "OnState",
+    "PeerState",
+    "Transport",
+]
+
+PeerState = Literal["up", "down"]
+OnPeerFrame = Callable[[bytes, bytes], None]
+"""Listener callback: ``(peer_id, frame)``."""
+OnFrame = Callable[[bytes], None]
+"""Connection callback: ``(frame)``."""
+OnState = Callable[[PeerState], None]
+"""Connection state callback: ``"up"`` once the handshake completed, ``"down"`` on loss."""
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """The responder's side: one bound socket that many requesters connect to."""
+
+    @property
+    def endpoint(self) -> str:
+        """Where requesters connect, e.g. ``tcp://127.0.0.1:53121``."""
+        ...
+
+    def send(self, peer_id: bytes, frame: bytes) -> bool:
+        """Queue ``frame`` for ``peer_id``; ``False`` when the peer is gone or not reading."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop receiving and close the socket; queued frames are discarded."""
+        ...
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """The requester's side: a connection to one responder endpoint."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def is_up(self) -> bool:
+        """Whether the handshake completed and the peer has not been lost since."""
+        ...
+
+    def send(self, frame: bytes) -> bool:
+        """Queue ``frame``; ``False`` when it provably was not sent (not connected, full)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection; queued frames are discarded."""
+        ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Creates listeners and connections whose receive loops run in ``task_group``."""
+
+    async def listen(
+        self, task_group: TaskGroup, host: str, port: int, on_frame: OnPeerFrame
+    ) -> Listener:
+        """Bind ``host:port`` (port 0: any free port).
+
+        Raises:
+            ConfigError: the address cannot be bound.
+        """
+        ...
+
+    async def connect(
+        self, task_group: TaskGroup, endpoint: str, on_frame: OnFrame, on_state: OnState
+    ) -> Connection:
+        """Start connecting to ``endpoint``; ``on_state`` reports when it is up or lost.
+
+        Raises:
+            ConfigError: the endpoint is malformed.
+        """
+        ...

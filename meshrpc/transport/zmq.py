@@ -1,0 +1,301 @@
+"""ZeroMQ transport under anyio: the only module that imports ``zmq``.
+
+pyzmq's asyncio integration does not run on trio, so each socket gets one pump task
+that drains it with ``NOBLOCK`` until ``zmq.Again`` and then waits on the socket's
+file descriptor with ``anyio.wait_readable`` — which works on every anyio backend.
+
+The descriptor is edge-triggered: any socket operation (a send included) may consume
+the wake-up for messages that are already queued. So after every send we look at
+``EVENTS`` and, if input is pending, drain right there instead of waiting for a wake-up
+that will not come.
+
+Options that prevent silent loss (see ``shared/RELIABILITY.md``): ``IMMEDIATE`` so a
+requester never queues calls into a dead peer's pipe (they would run seconds late on a
+restarted process), heartbeats so a silent peer is detected, ``ROUTER_MANDATORY`` so a
+reply to a vanished requester is an error we count, ``MAXMSGSIZE`` so a hostile peer
+cannot make us allocate without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Final
+
+import anyio
+import zmq
+from anyio.abc import TaskGroup
+from zmq.utils.monitor import parse_monitor_message
+
+from meshrpc.errors import ConfigError
+from meshrpc.transport.base import OnFrame, OnPeerFrame, OnState, PeerState
+
+__all__ = ["ZmqConnection", "ZmqListener", "ZmqTransport"]
+
+logger = logging.getLogger("meshrpc.transport")
+
+_BATCH: Final = 512  # frames handled per wake-up before letting other tasks run
+_ENDPOINT_RE: Final = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
+_MONITOR_EVENTS: Final = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+class ZmqTransport:
+    """Creates ROUTER listeners and per-peer DEALER connections."""
+
+    def __init__(
+        self,
+        *,
+        max_message: int = 16 * 1024 * 1024,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 3.0,
+        handshake_timeout: float = 5.0,
+        high_water_mark: int = 10_000,
+    ) -> None:
+        self._max_message = max_message
+        self._heartbeat_ms = int(heartbeat_interval * 1000)
+        self._heartbeat_timeout_ms = int(heartbeat_timeout * 1000)
+        self._handshake_ms = int(handshake_timeout * 1000)
+        self._hwm = high_water_mark
+        self.dropped_frames = 0
+
+    async def listen(
+        self, task_group: TaskGroup, host: str, port: int, on_frame: OnPeerFrame
+    ) -> ZmqListener:
+        """Bind a ROUTER on ``host:port`` (0: any free port).
+
+        Raises:
+            ConfigError: the address cannot be bound.
+        """
+        sock = self._socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        address = f"tcp://{host}:{port if port else '*'}"
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ConfigError(f"cannot listen on {address}: {exc}") from None
+        endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        listener = ZmqListener(sock, endpoint, on_frame, self)
+        task_group.start_soon(listener._pump.run, name=f"meshrpc-listen {endpoint}")
+        return listener
+
+    async def connect(
+        self, task_group: TaskGroup, endpoint: str, on_frame: OnFrame, on_state: OnState
+    ) -> ZmqConnection:
+        """Connect a DEALER to ``endpoint``; ``on_state`` says when it is up or lost.
+
+        Raises:
+            ConfigError: the endpoint is malformed.
+        """
+        if not _ENDPOINT_RE.match(endpoint):
+            raise ConfigError(f"endpoint {endpoint!r} is not tcp://host:port")
+        sock = self._socket(zmq.DEALER)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
+            raise ConfigError(f"cannot connect to {endpoint}: {exc}") from None
+        conn = ZmqConnection(sock, monitor, endpoint, on_frame, on_state, self)
+        task_group.start_soon(conn._pump.run, name=f"meshrpc-conn {endpoint}")
+        task_group.start_soon(conn._monitor_pump.run, name=f"meshrpc-monitor {endpoint}")
+        return conn
+
+    def _socket(self, kind: int) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message + 1024)
+        sock.setsockopt(zmq.SNDHWM, self._hwm)
+        sock.setsockopt(zmq.RCVHWM, self._hwm)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, self._handshake_ms)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeat_timeout_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, self._heartbeat_timeout_ms)
+        return sock
+
+
+class _Pump:
+    """Owns one socket: receives in a task, closes the socket when that task ends."""
+
+    __slots__ = ("_busy", "closed", "handle", "scope", "sock")
+
+    def __init__(self, sock: zmq.Socket[bytes], handle: Callable[[list[bytes]], None]) -> None:
+        self.sock = sock
+        self.handle = handle
+        # Created here, not in run(), so aclose() works even before the task started.
+        self.scope = anyio.CancelScope()
+        self.closed = anyio.Event()
+        self._busy = False
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                fd: int = self.sock.getsockopt(zmq.FD)  # type: ignore[assignment]
+                while True:
+                    if self.drain(_BATCH):
+                        await anyio.lowlevel.checkpoint()
+                    else:
+                        await anyio.wait_readable(fd)
+        finally:
+            self.sock.close(linger=0)
+            self.closed.set()
+
+    def drain(self, limit: int | None = None) -> bool:
+        """Handle queued frames; ``True`` when ``limit`` stopped it with more waiting."""
+        if self._busy or self.sock.closed:
+            return False  # a callback sent and re-entered us; the outer loop continues
+        self._busy = True
+        handled = 0
+        try:
+            while limit is None or handled < limit:
+                try:
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return False
+                handled += 1
+                self.handle(frames)
+            return True
+        finally:
+            self._busy = False
+
+    def after_send(self) -> None:
+        # The send may have consumed the descriptor's edge for frames already queued.
+        events: int = self.sock.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
+        if not self._busy and events & zmq.POLLIN:
+            self.drain()
+
+    async def aclose(self) -> None:
+        self.scope.cancel()
+        await self.closed.wait()
+
+
+class ZmqListener:
+    """A bound ROUTER; frames arrive as ``(peer_id, frame)``."""
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        endpoint: str,
+        on_frame: OnPeerFrame,
+        transport: ZmqTransport,
+    ) -> None:
+        self._endpoint = endpoint
+        self._on_frame = on_frame
+        self._transport = transport
+        self._pump = _Pump(sock, self._handle)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    def send(self, peer_id: bytes, frame: bytes) -> bool:
+        """Queue ``frame`` for ``peer_id``; ``False`` if the peer is gone or not reading."""
+        sock = self._pump.sock
+        try:
+            sock.send_multipart((peer_id, frame), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH: the requester disconnected; EAGAIN: it stopped reading and
+            # its queue is full. Either way the reply cannot be delivered now.
+            logger.debug("reply to %r not sent: %s", peer_id, exc)
+            return False
+        self._pump.after_send()
+        return True
+
+    async def aclose(self) -> None:
+        await self._pump.aclose()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self._transport.dropped_frames += 1
+            logger.debug("dropped a message of %d frames (expected 2)", len(frames))
+            return
+        self._on_frame(frames[0], frames[1])
+
+
+class ZmqConnection:
+    """A DEALER connected to one responder, with a monitor for its handshake and loss."""
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        monitor: zmq.Socket[bytes],
+        endpoint: str,
+        on_frame: OnFrame,
+        on_state: OnState,
+        transport: ZmqTransport,
+    ) -> None:
+        self._endpoint = endpoint
+        self._on_frame = on_frame
+        self._on_state = on_state
+        self._transport = transport
+        self._up = False
+        self._pump = _Pump(sock, self._handle)
+        self._monitor_pump = _Pump(monitor, self._handle_monitor)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    @property
+    def is_up(self) -> bool:
+        return self._up
+
+    def send(self, frame: bytes) -> bool:
+        """Queue ``frame``; ``False`` when it was provably not sent."""
+        if not self._up:
+            return False
+        try:
+            self._pump.sock.send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # With IMMEDIATE, EAGAIN means no completed connection (or a full queue):
+            # the frame was not queued anywhere, so the call can safely go elsewhere.
+            logger.debug("send to %s refused: %s", self._endpoint, exc)
+            return False
+        self._pump.after_send()
+        return True
+
+    async def aclose(self) -> None:
+        self._up = False
+        sock = self._pump.sock
+        if not sock.closed:
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError as exc:
+                logger.debug("disable_monitor on %s: %s", self._endpoint, exc)
+        await self._pump.aclose()
+        await self._monitor_pump.aclose()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self._transport.dropped_frames += 1
+            logger.debug("dropped a message of %d frames from %s", len(frames), self._endpoint)
+            return
+        self._on_frame(frames[0])
+
+    def _handle_monitor(self, frames: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(frames)
+        except Exception as exc:  # a malformed monitor frame would be a libzmq bug
+            logger.warning("unreadable monitor event from %s: %r", self._endpoint, exc)
+            return
+        state: PeerState | None = None
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            state = "up"
+        elif self._up:
+            state = "down"
+        if state is None or (state == "up") == self._up:
+            return
+        self._up = state == "up"
+        self._on_state(state)
