@@ -10,7 +10,7 @@ import time
 from typing import Any, Self
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from meshrpc._components import context
 from meshrpc._components.common import Component
@@ -276,7 +276,8 @@ class Requester(Component):
         try:
             await discovery.start()
             self._discovery = discovery
-            tg.start_soon(self._watch, name=f"meshrpc-watch {self.name}")
+            # Started (not start_soon) so the watch is live when `async with` returns.
+            await tg.start(self._watch, name=f"meshrpc-watch {self.name}")
         except BaseException:
             await self._shutdown()
             raise
@@ -290,6 +291,9 @@ class Requester(Component):
         if tg is None:
             return
         with anyio.CancelScope(shield=True):
+            # Stop the watcher and the pumps first, so nothing uses discovery or a
+            # connection while they are being closed.
+            tg.cancel_scope.cancel()
             try:
                 for peer in list(self._peers.values()):
                     self._fail_pending(peer, "the requester was closed")
@@ -297,18 +301,18 @@ class Requester(Component):
                         await peer.conn.aclose()
                 self._peers.clear()
                 self._invalidate()
+            finally:
                 if self._discovery is not None:
                     await self._discovery.aclose()
-            finally:
-                tg.cancel_scope.cancel()
         # Outside the shield: the task group must be exited in the scope it was entered.
         await tg.__aexit__(None, None, None)
 
     # -- peers --------------------------------------------------------------------
 
-    async def _watch(self) -> None:
+    async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         assert self._discovery is not None
         async with self._discovery.watch() as events:
+            task_status.started()
             async for event in events:
                 await self._on_discovery(event)
 
