@@ -1,0 +1,76 @@
+"""Starting and stopping the example services as separate processes, by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "MESHRPC_INTERFACES": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def responders(
+    namespace: str, labels: list[str], backend: str = "asyncio"
+) -> Iterator[list[subprocess.Popen[str]]]:
+    """Run examples/responder.py once per label; SIGTERM (then SIGKILL) on exit."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(EXAMPLES / "responder.py"),
+                "--label",
+                label,
+                "--namespace",
+                namespace,
+                "--backend",
+                backend,
+            ],
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for label in labels
+    ]
+    try:
+        yield procs
+    finally:
+        stop(procs)
+
+
+def stop(procs: list[subprocess.Popen[str]], sig: int = signal.SIGTERM) -> list[int]:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    codes = []
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+        codes.append(proc.returncode)
+    return codes
+
+
+def run_example(name: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

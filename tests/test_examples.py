@@ -1,0 +1,41 @@
+"""Every example runs, as a user would run it (separate processes, loopback only)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests import procs
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_demo_spreads_calls_and_shuts_down_cleanly() -> None:
+    result = procs.run_example("demo.py", timeout=80)
+    assert result.returncode == 0, result.stderr
+    spread = json.loads(re.search(r"spread: (\{.*\})", result.stdout).group(1))  # type: ignore[union-attr]
+    assert set(spread) == {"alpha", "beta", "gamma"}
+    assert sum(spread.values()) == 300
+    assert min(spread.values()) >= 60, spread
+    assert "responders stopped (exit codes [0, 0, 0])" in result.stdout
+    assert "RemoteError(ZeroDivisionError" in result.stdout
+    assert "DeadlineExceeded" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        ("sync_requester.py", "2 + 3 = 5"),
+        ("trio_requester.py", "9 + 9 = 18"),
+        ("requester.py", "spread:"),
+    ],
+)
+def test_client_examples_against_a_responder_process(
+    namespace: str, example: str, expected: str
+) -> None:
+    with procs.responders(namespace, ["solo"]):
+        result = procs.run_example(example, "--namespace", namespace, timeout=40)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
