@@ -1,0 +1,155 @@
+"""Starting, talking to and stopping the benchmark's child processes.
+
+Every child gets :func:`child_env`: loopback-only meshrpc, a namespace of its own, and
+this repository first on ``PYTHONPATH``. Children are stopped by their PID: SIGTERM,
+then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from _common import RESULT_PREFIX
+
+__all__ = ["ChildError", "child_env", "run_client", "server", "terminate"]
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+TERM_GRACE_S = 5.0
+LOG_TAIL_LINES = 15
+
+
+class ChildError(RuntimeError):
+    """A child failed; ``str()`` is one line, ``log_tail`` the end of its stderr."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+def child_env(namespace: str) -> dict[str, str]:
+    """Environment for every process the benchmark starts."""
+    env = dict(os.environ)
+    env["MESHRPC_INTERFACES"] = "127.0.0.1"
+    env["MESHRPC_NAMESPACE"] = namespace
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_DIR), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def script(name: str) -> list[str]:
+    """Command prefix that runs ``bench/<name>`` with this interpreter."""
+    return [sys.executable, str(BENCH_DIR / name)]
+
+
+def terminate(proc: subprocess.Popen[Any], grace: float = TERM_GRACE_S) -> None:
+    """Stop ``proc`` by its PID: SIGTERM, then SIGKILL if it outlives ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
+def _tail(log: IO[str]) -> str:
+    log.flush()
+    log.seek(0)
+    return "".join(log.readlines()[-LOG_TAIL_LINES:])
+
+
+def _pump_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+@contextlib.contextmanager
+def server(argv: Sequence[str], env: Mapping[str, str], ready_timeout: float) -> Iterator[str]:
+    """Start a server child, yield what follows ``READY`` on its first such line, stop it.
+
+    Raises:
+        ChildError: it exited or did not report ready within ``ready_timeout`` seconds.
+    """
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            lines: queue.Queue[str | None] = queue.Queue()
+            threading.Thread(target=_pump_lines, args=(proc.stdout, lines), daemon=True).start()
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise ChildError(
+                        f"server not ready after {ready_timeout:.0f} s", _tail(log)
+                    ) from None
+                if line is None:
+                    tail = _tail(log)
+                    last = tail.strip().splitlines()[-1:] or ["(no stderr)"]
+                    raise ChildError(
+                        f"server exited with status {proc.wait()} before it was ready: {last[0]}",
+                        tail,
+                    )
+                if line.startswith("READY"):
+                    break
+            yield line.removeprefix("READY").strip()
+            if proc.poll() is not None:
+                raise ChildError(f"server exited early with status {proc.returncode}", _tail(log))
+        finally:
+            terminate(proc)
+
+
+def run_client(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> dict[str, Any]:
+    """Run a client child to completion and return the JSON of its ``RESULT`` line.
+
+    Raises:
+        ChildError: it timed out, printed no result, or reported a failure.
+    """
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            terminate(proc)
+            raise ChildError(f"client did not finish within {timeout:.0f} s", _tail(log)) from None
+        finally:
+            terminate(proc)
+        for line in reversed(out.splitlines()):
+            if line.startswith(RESULT_PREFIX):
+                data: dict[str, Any] = json.loads(line.removeprefix(RESULT_PREFIX))
+                if not data.get("ok"):
+                    raise ChildError(str(data.get("error", "unknown failure")), _tail(log))
+                return data
+        raise ChildError(f"client exited with status {proc.returncode} and no result", _tail(log))
