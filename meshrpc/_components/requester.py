@@ -17,6 +17,7 @@ from meshrpc._components.common import Component
 from meshrpc._protocol import codec
 from meshrpc._protocol.advertisement import Advertisement, check_type_name
 from meshrpc._protocol.envelope import PROTOCOL_VERSION, Draining, ErrorReply, Pong, Reply
+from meshrpc._runtime import Completion, Runtime, current_runtime
 from meshrpc.balancer import Balancer
 from meshrpc.discovery.base import Discovery, DiscoveryEvent
 from meshrpc.errors import (
@@ -39,15 +40,6 @@ logger = logging.getLogger("meshrpc.requester")
 _MAX_REFUSALS = 4  # refused-before-running retries (overloaded/draining) per call
 
 
-class _Call:
-    __slots__ = ("error", "event", "result")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.result: Any = None
-        self.error: CallError | ProtocolError | None = None
-
-
 class _Peer:
     """One responder instance and our connection to it."""
 
@@ -56,7 +48,7 @@ class _Peer:
     def __init__(self, ad: Advertisement) -> None:
         self.ad = ad
         self.conn: Connection | None = None
-        self.pending: dict[int, _Call] = {}
+        self.pending: dict[int, Completion] = {}
         self.assigned = 0
         self.draining = False
         self.withdrawn = False
@@ -111,6 +103,7 @@ class Requester(Component):
         self._changed: anyio.Event | None = None
         self._waiting = 0
         self._tg: TaskGroup | None = None
+        self._runtime: Runtime | None = None
         self._discovery: Discovery | None = None
         self._transport: Transport | None = None
         self._stats = dict.fromkeys(
@@ -185,8 +178,9 @@ class Requester(Component):
                 meta=call_meta,
                 max_size=self.settings.max_message,
             )
-            call = _Call()
+            assert self._runtime is not None
             assert peer.conn is not None
+            call = self._runtime.completion()
             peer.pending[call_id] = call
             if not peer.conn.send(frame):
                 # Provably not sent (no live connection, or its queue is full): pick
@@ -199,9 +193,7 @@ class Requester(Component):
                 continue
             peer.assigned += 1
             self._stats["sent"] += 1
-            with anyio.move_on_after(remaining):
-                await call.event.wait()
-            if not call.event.is_set():
+            if not await call.wait(deadline):
                 peer.pending.pop(call_id, None)
                 self._retire_if_idle(peer)
                 self._stats["timeouts"] += 1
@@ -273,6 +265,7 @@ class Requester(Component):
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._runtime = current_runtime(tg)
         try:
             await discovery.start()
             self._discovery = discovery
@@ -379,14 +372,14 @@ class Requester(Component):
                 self._stats["late_replies"] += 1
                 return
             call.result = message.payload
-            call.event.set()
+            call.set()
         elif isinstance(message, ErrorReply):
             call = peer.pending.pop(message.call_id, None)
             if call is None:
                 self._stats["late_replies"] += 1
                 return
             call.error = self._error(peer, message)
-            call.event.set()
+            call.set()
             if message.code == "draining":
                 peer.draining = True
                 self._invalidate()
@@ -423,7 +416,7 @@ class Requester(Component):
             call.error = PeerLost(
                 f"{why} ({peer.ad.name!r} at {peer.ad.endpoint}); the call may or may not have run"
             )
-            call.event.set()
+            call.set()
 
     def _retire_if_idle(self, peer: _Peer) -> None:
         if peer.withdrawn and not peer.pending and peer.conn is not None and self._tg:

@@ -19,6 +19,7 @@ from meshrpc._components.context import CallContext, _set
 from meshrpc._protocol import codec
 from meshrpc._protocol.advertisement import Advertisement, check_type_name
 from meshrpc._protocol.envelope import Draining, Ping, Pong, Request
+from meshrpc._runtime import Runtime, current_runtime
 from meshrpc.discovery.base import Discovery
 from meshrpc.errors import ConfigError, MessageTooLarge, ProtocolError
 from meshrpc.transport.base import Listener, Transport
@@ -89,6 +90,7 @@ class Responder(Component):
         self._discovery: Discovery | None = None
         self._advertisement: Advertisement | None = None
         self._tg: TaskGroup | None = None
+        self._runtime: Runtime | None = None
         self._draining = False
         self._in_flight = 0
         self._idle: anyio.Event | None = None
@@ -168,11 +170,10 @@ class Responder(Component):
         if not self._routes:
             raise ConfigError(f"responder {self.name!r} has no handlers; use @responder.on(type)")
         discovery, transport = self._backends()
-        self._idle = anyio.Event()
-        self._idle.set()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._runtime = current_runtime(tg)
         try:
             listener = await transport.listen(
                 tg, self._bind_host(), self.settings.port, self._on_frame
@@ -213,7 +214,9 @@ class Responder(Component):
                         await self._discovery.unregister(self._advertisement)
                     await self._discovery.aclose()
                 self._tell_draining()
-                if self._in_flight and self._idle is not None:
+                if self._in_flight:
+                    # Created only now: an event per busy period would cost every call.
+                    self._idle = anyio.Event()
                     with anyio.move_on_after(self.settings.drain_timeout):
                         await self._idle.wait()
                     if self._in_flight:
@@ -224,6 +227,8 @@ class Responder(Component):
                             self._in_flight,
                             self.settings.drain_timeout,
                         )
+                if self._runtime is not None:
+                    await self._runtime.cancel_all()
                 if self._listener is not None:
                     await self._listener.aclose()
             finally:
@@ -295,13 +300,10 @@ class Responder(Component):
                 f"{self._in_flight} calls in flight (max_concurrency)",
             )
             return
-        assert self._tg is not None
-        assert self._idle is not None
+        assert self._runtime is not None
         deadline = time.monotonic() + request.deadline_ms / 1000.0
-        if self._in_flight == 0:
-            self._idle = anyio.Event()
         self._in_flight += 1
-        self._tg.start_soon(self._run_call, peer, request, route, deadline)
+        self._runtime.spawn(self._run_call, peer, request, route, deadline)
 
     async def _run_call(
         self, peer: bytes, request: Request, route: _Route, deadline: float
@@ -328,16 +330,15 @@ class Responder(Component):
             )
             try:
                 if route.is_async:
-                    with anyio.fail_after(remaining):
-                        result = await _await(route.fn(request.payload))
+                    assert self._runtime is not None
+                    finished, result = await self._runtime.run_until(
+                        deadline, route.fn, request.payload
+                    )
+                    if not finished:
+                        self._stats["expired"] += 1
+                        return  # the caller already has DeadlineExceeded; nothing to say
                 else:
                     result = await anyio.to_thread.run_sync(route.fn, request.payload)
-            except TimeoutError as exc:
-                if time.monotonic() >= deadline:
-                    self._stats["expired"] += 1
-                    return  # the caller already has DeadlineExceeded; nothing to say
-                self._handler_failed(peer, request, exc)
-                return
             except Exception as exc:
                 self._handler_failed(peer, request, exc)
                 return
