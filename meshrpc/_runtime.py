@@ -196,23 +196,12 @@ class _TrioRuntime:
     def __init__(self, task_group: TaskGroup) -> None:
         # anyio's task group on trio is a thin wrapper over a nursery: cheap enough.
         self._task_group = task_group
-        self._scopes: set[Any] = set()
 
     def completion(self) -> Completion:
         return _TrioCompletion()
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        self._task_group.start_soon(self._run, fn, args)
-
-    async def _run(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-        import trio
-
-        with trio.CancelScope() as scope:
-            self._scopes.add(scope)
-            try:
-                await fn(*args)
-            finally:
-                self._scopes.discard(scope)
+        self._task_group.start_soon(fn, *args)  # type: ignore[arg-type]
 
     async def run_until(
         self, deadline: float, fn: Callable[[Any], Awaitable[Any]], arg: Any
@@ -224,9 +213,9 @@ class _TrioRuntime:
         return False, None
 
     async def cancel_all(self) -> None:
-        # The tasks live in the component's task group, whose exit waits for them.
-        for scope in list(self._scopes):
-            scope.cancel()
+        # The tasks live in the component's task group; cancelling and exiting it (which
+        # the component does right after) ends and awaits them.
+        return
 
 
 def _trio_deadline(deadline: float) -> float:
