@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from meshrpc._components.context import CallContext, current_call
 from meshrpc._components.lifecycle import run, serve
+from meshrpc._components.publisher import Publisher
 from meshrpc._components.requester import Requester
 from meshrpc._components.responder import Responder
+from meshrpc._components.subscriber import Subscriber
 from meshrpc.errors import (
     CallError,
     ConfigError,
@@ -43,9 +45,11 @@ __all__ = [
     "Overloaded",
     "PeerLost",
     "ProtocolError",
+    "Publisher",
     "RemoteError",
     "Requester",
     "Responder",
+    "Subscriber",
     "UnknownType",
     "__version__",
     "current_call",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -100,6 +101,9 @@ class _AsyncioCompletion:
     async def wait(self, deadline: float) -> bool:
         fut = self._fut
         if not fut.done():
+            if deadline == math.inf:
+                await fut
+                return fut.result()
             # asyncio's loop clock is time.monotonic(), so the deadline needs no conversion.
             timer = self._loop.call_at(deadline, _expire, fut)
             try:

@@ -11,21 +11,25 @@ blocking portal); this module holds no mesh logic of its own::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from functools import partial
 from typing import Any, Self, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from meshrpc._components.publisher import Publisher as _AsyncPublisher
 from meshrpc._components.requester import Requester as _AsyncRequester
 from meshrpc._components.responder import Handler
 from meshrpc._components.responder import Responder as _AsyncResponder
+from meshrpc._components.subscriber import EventHandler
+from meshrpc._components.subscriber import Subscriber as _AsyncSubscriber
 from meshrpc._protocol.advertisement import Advertisement
 
-__all__ = ["Requester", "Responder"]
+__all__ = ["Publisher", "Requester", "Responder", "Subscriber"]
 
 H = TypeVar("H", bound=Handler)
+E = TypeVar("E", bound=EventHandler)
 
 
 class _Blocking:
@@ -131,3 +135,60 @@ class Responder(_Blocking):
     def endpoint(self) -> str | None:
         """The advertised endpoint once started."""
         return self._component.endpoint  # type: ignore[no-any-return]
+
+
+class Publisher(_Blocking):
+    """Blocking twin of :class:`meshrpc.Publisher`; same arguments."""
+
+    def __init__(self, name: str, *args: Any, backend: str = "asyncio", **kwargs: Any) -> None:
+        super().__init__(_AsyncPublisher(name, *args, **kwargs), backend)
+
+    def publish(self, topic: str, payload: Any = None) -> None:
+        """Publish an event (never waits for subscribers); raises what ``publish`` raises."""
+        self._call(partial(self._component.publish_nowait, topic, payload))
+
+    def wait_for_subscribers(self, n: int = 1, *, timeout: float | None = None) -> int:
+        """Block until ``n`` subscribers are live here; raises ``NoResponder`` otherwise."""
+        return int(self._call(partial(self._component.wait_for_subscribers, n, timeout=timeout)))
+
+
+class Subscriber(_Blocking):
+    """Blocking twin of :class:`meshrpc.Subscriber`; same arguments.
+
+    Handlers run on the background loop while the ``with`` block runs, or in the
+    foreground with :meth:`run`.
+    """
+
+    def __init__(self, name: str, *args: Any, backend: str = "asyncio", **kwargs: Any) -> None:
+        super().__init__(_AsyncSubscriber(name, *args, **kwargs), backend)
+
+    @overload
+    def on(self, pattern: str, fn: None = None) -> Callable[[E], E]: ...
+
+    @overload
+    def on(self, pattern: str, fn: E) -> E: ...
+
+    def on(self, pattern: str, fn: E | None = None) -> E | Callable[[E], E]:
+        """Register a handler, as :meth:`meshrpc.Subscriber.on`."""
+        return self._component.on(pattern, fn)  # type: ignore[no-any-return]
+
+    def wait_for_publishers(self, n: int = 1, *, timeout: float | None = None) -> int:
+        """Block until ``n`` publishers confirmed our subscriptions."""
+        return int(self._call(partial(self._component.wait_for_publishers, n, timeout=timeout)))
+
+    def events(self, pattern: str, *, max_buffered: int = 1000) -> Iterator[tuple[str, Any]]:
+        """Subscribe to ``pattern`` now; iterate ``(topic, payload)`` as events arrive
+        (blocking). Closing the iterator (or the subscriber) unsubscribes."""
+        stream = self._call(partial(self._component.events, pattern, max_buffered=max_buffered))
+        return self._iterate(stream)
+
+    def _iterate(self, stream: Any) -> Iterator[tuple[str, Any]]:
+        try:
+            while True:
+                try:
+                    yield self._call(stream.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            if self._portal is not None:
+                self._call(stream.aclose)

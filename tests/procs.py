@@ -59,8 +59,9 @@ def stop(procs: list[subprocess.Popen[str]], sig: int = signal.SIGTERM) -> list[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
         codes.append(proc.returncode)
     return codes
 

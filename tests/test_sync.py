@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -42,3 +43,25 @@ def test_sync_requester_needs_with() -> None:
     client = Requester(name="c")
     with pytest.raises(RuntimeError, match="open it first"):
         client.send("x")
+
+
+def test_sync_publisher_and_subscriber(namespace: str) -> None:
+    from meshrpc.sync import Publisher, Subscriber
+
+    subscriber = Subscriber(name="sync-sub", namespace=namespace)
+    seen: list[int] = []
+    subscriber.on("count.*", seen.append)
+    with Publisher(name="sync-pub", namespace=namespace) as pub, subscriber:
+        events = subscriber.events("count.#")  # subscribed from here on
+        assert subscriber.wait_for_publishers(1, timeout=10) == 1
+        assert pub.wait_for_subscribers(1, timeout=10) == 1
+        for i in range(3):
+            pub.publish("count.up", i)
+        received = [next(events) for _ in range(3)]
+        events.close()  # type: ignore[attr-defined]
+        for _ in range(500):  # bounded: the handlers run in order on the background loop
+            if subscriber.statistics()["handled"] == 3:
+                break
+            time.sleep(0.01)
+    assert received == [("count.up", 0), ("count.up", 1), ("count.up", 2)]
+    assert seen == [0, 1, 2]

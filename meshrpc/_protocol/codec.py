@@ -14,18 +14,22 @@ import msgpack
 from meshrpc._protocol.envelope import (
     DRAINING,
     ERROR,
+    EVENT,
     PING,
     PONG,
     PROTOCOL_VERSION,
     REPLY,
     REQUEST,
+    WELCOME,
     Draining,
     ErrorReply,
+    Event,
     Message,
     Ping,
     Pong,
     Reply,
     Request,
+    Welcome,
 )
 from meshrpc.errors import MessageTooLarge, ProtocolError
 
@@ -34,6 +38,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_error",
+    "encode_event",
     "encode_reply",
     "encode_request",
     "pack_payload",
@@ -43,6 +48,8 @@ DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
 _INT64_MAX: Final = 2**63 - 1
 
 _DRAINING_FRAME: Final = msgpack.packb([PROTOCOL_VERSION, DRAINING])
+_WELCOME_FRAME: Final = msgpack.packb([PROTOCOL_VERSION, WELCOME])
+_EMPTY_META: Final[dict[str, Any]] = {}
 
 
 def pack_payload(value: Any) -> bytes:
@@ -92,6 +99,25 @@ def encode_reply(call_id: int, payload: Any, *, max_size: int = DEFAULT_MAX_SIZE
     return frame
 
 
+def encode_event(
+    seq: int,
+    topic: str,
+    payload: Any,
+    *,
+    meta: dict[str, Any] | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> bytes:
+    """Encode an EVENT.
+
+    Raises:
+        ProtocolError: the payload or meta is not serialisable.
+        MessageTooLarge: the frame would exceed ``max_size``.
+    """
+    frame = pack_payload([PROTOCOL_VERSION, EVENT, seq, topic, meta or _EMPTY_META, payload])
+    _check_size(frame, max_size)
+    return frame
+
+
 def encode_error(
     call_id: int, code: str, error_type: str, message: str, traceback: str | None = None
 ) -> bytes:
@@ -127,6 +153,12 @@ def encode(message: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         )
     if isinstance(message, Draining):
         return _DRAINING_FRAME  # type: ignore[no-any-return]
+    if isinstance(message, Welcome):
+        return _WELCOME_FRAME  # type: ignore[no-any-return]
+    if isinstance(message, Event):
+        return encode_event(
+            message.seq, message.topic, message.payload, meta=message.meta, max_size=max_size
+        )
     if isinstance(message, Ping):
         return pack_payload([PROTOCOL_VERSION, PING, message.nonce])
     if isinstance(message, Pong):
@@ -169,6 +201,17 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Message:
     if kind == DRAINING:
         _expect_len(obj, 2, "DRAINING")
         return Draining()
+    if kind == EVENT:
+        _expect_len(obj, 6, "EVENT")
+        seq, topic, meta = obj[2], obj[3], obj[4]
+        if not isinstance(topic, str):
+            raise ProtocolError("EVENT topic must be a string")
+        if not isinstance(meta, dict):
+            raise ProtocolError("EVENT meta must be a map")
+        return Event(_call_id(seq), topic, obj[5], meta)
+    if kind == WELCOME:
+        _expect_len(obj, 2, "WELCOME")
+        return Welcome()
     if kind in (PING, PONG):
         _expect_len(obj, 3, "PING/PONG")
         nonce = _call_id(obj[2])

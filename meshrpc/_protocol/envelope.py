@@ -12,19 +12,23 @@ from typing import Any, Final
 __all__ = [
     "DRAINING",
     "ERROR",
+    "EVENT",
     "ERROR_CODES",
     "PING",
     "PONG",
     "PROTOCOL_VERSION",
     "REPLY",
     "REQUEST",
+    "WELCOME",
     "Draining",
     "ErrorReply",
+    "Event",
     "Message",
     "Ping",
     "Pong",
     "Reply",
     "Request",
+    "Welcome",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -35,6 +39,8 @@ ERROR: Final = 3
 DRAINING: Final = 4
 PING: Final = 5
 PONG: Final = 6
+EVENT: Final = 7
+WELCOME: Final = 8
 
 # Why the call failed, as carried in ERROR messages. A requester maps each code to
 # exactly one exception class; unknown codes from newer peers become RemoteError.
@@ -103,4 +109,22 @@ class Pong:
     nonce: int
 
 
-Message = Request | Reply | ErrorReply | Draining | Ping | Pong
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A published event. ``seq`` numbers the publisher's events per stream (a topic,
+    or one group member's share) from 1, so a subscriber can count the ones it missed.
+    """
+
+    seq: int
+    topic: str
+    payload: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """A publisher's answer to a subscriber's welcome subscription: its earlier
+    subscriptions are now live at that publisher."""
+
+
+Message = Request | Reply | ErrorReply | Draining | Ping | Pong | Event | Welcome

@@ -16,11 +16,15 @@ from anyio.abc import TaskGroup
 
 __all__ = [
     "Connection",
+    "EventSource",
     "Listener",
+    "OnEvent",
+    "OnSubscription",
     "OnFrame",
     "OnPeerFrame",
     "OnState",
     "PeerState",
+    "Subscription",
     "Transport",
 ]
 
@@ -31,6 +35,47 @@ OnFrame = Callable[[bytes], None]
 """Connection callback: ``(frame)``."""
 OnState = Callable[[PeerState], None]
 """Connection state callback: ``"up"`` once the handshake completed, ``"down"`` on loss."""
+OnSubscription = Callable[[bool, bytes], None]
+"""Publisher callback: ``(subscribed, prefix)`` for each (un)subscription a subscriber sends;
+a subscriber that disconnects is reported as unsubscribing from everything it had."""
+OnEvent = Callable[[bytes, bytes], None]
+"""Subscription callback: ``(topic_frame, frame)``."""
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """The publisher's side: one bound socket fanning frames out to subscribers."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def send(self, topic: bytes, frame: bytes) -> None:
+        """Queue ``frame`` under ``topic`` for every subscriber whose prefix matches.
+
+        Never blocks: a subscriber whose queue is full misses it (at-most-once).
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """The subscriber's side: a connection to one publisher endpoint."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def is_up(self) -> bool: ...
+
+    def subscribe(self, prefix: bytes) -> None:
+        """Receive frames whose topic starts with ``prefix`` (sent on to the publisher)."""
+        ...
+
+    def unsubscribe(self, prefix: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
@@ -90,6 +135,26 @@ class Transport(Protocol):
         self, task_group: TaskGroup, endpoint: str, on_frame: OnFrame, on_state: OnState
     ) -> Connection:
         """Start connecting to ``endpoint``; ``on_state`` reports when it is up or lost.
+
+        Raises:
+            ConfigError: the endpoint is malformed.
+        """
+        ...
+
+    async def publish_on(
+        self, task_group: TaskGroup, host: str, port: int, on_subscription: OnSubscription
+    ) -> EventSource:
+        """Bind an event source on ``host:port`` (port 0: any free port).
+
+        Raises:
+            ConfigError: the address cannot be bound.
+        """
+        ...
+
+    async def subscribe_to(
+        self, task_group: TaskGroup, endpoint: str, on_event: OnEvent, on_state: OnState
+    ) -> Subscription:
+        """Start receiving from the event source at ``endpoint`` (nothing until subscribed).
 
         Raises:
             ConfigError: the endpoint is malformed.

@@ -31,9 +31,16 @@ from zmq.utils.monitor import parse_monitor_message
 
 from meshrpc._runtime import current_backend
 from meshrpc.errors import ConfigError
-from meshrpc.transport.base import OnFrame, OnPeerFrame, OnState, PeerState
+from meshrpc.transport.base import (
+    OnEvent,
+    OnFrame,
+    OnPeerFrame,
+    OnState,
+    OnSubscription,
+    PeerState,
+)
 
-__all__ = ["ZmqConnection", "ZmqListener", "ZmqTransport"]
+__all__ = ["ZmqConnection", "ZmqEventSource", "ZmqListener", "ZmqSubscription", "ZmqTransport"]
 
 logger = logging.getLogger("meshrpc.transport")
 
@@ -83,13 +90,7 @@ class ZmqTransport:
         """
         sock = self._socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        address = f"tcp://{host}:{port if port else '*'}"
-        try:
-            sock.bind(address)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise ConfigError(f"cannot listen on {address}: {exc}") from None
-        endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        endpoint = self._bind(sock, host, port)
         listener = ZmqListener(sock, endpoint, on_frame, self)
         listener._pump.start(task_group, f"meshrpc-listen {endpoint}")
         return listener
@@ -102,10 +103,60 @@ class ZmqTransport:
         Raises:
             ConfigError: the endpoint is malformed.
         """
+        sock, monitor = self._connect(zmq.DEALER, endpoint, immediate=True)
+        conn = ZmqConnection(sock, monitor, endpoint, on_frame, on_state, self)
+        conn._pump.start(task_group, f"meshrpc-conn {endpoint}")
+        conn._monitor.start(task_group, f"meshrpc-monitor {endpoint}")
+        return conn
+
+    async def publish_on(
+        self, task_group: TaskGroup, host: str, port: int, on_subscription: OnSubscription
+    ) -> ZmqEventSource:
+        """Bind an XPUB on ``host:port``; subscriptions are reported to ``on_subscription``.
+
+        Raises:
+            ConfigError: the address cannot be bound.
+        """
+        sock = self._socket(zmq.XPUB)
+        # Every (un)subscription, duplicates included, and unsubscriptions for all of a
+        # departed subscriber's prefixes: that is how a publisher knows who is live.
+        sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+        endpoint = self._bind(sock, host, port)
+        source = ZmqEventSource(sock, endpoint, on_subscription, self)
+        source._pump.start(task_group, f"meshrpc-publish {endpoint}")
+        return source
+
+    async def subscribe_to(
+        self, task_group: TaskGroup, endpoint: str, on_event: OnEvent, on_state: OnState
+    ) -> ZmqSubscription:
+        """Connect a SUB to ``endpoint``; ``on_state`` says when it is up or lost.
+
+        Raises:
+            ConfigError: the endpoint is malformed.
+        """
+        sock, monitor = self._connect(zmq.SUB, endpoint)
+        sub = ZmqSubscription(sock, monitor, endpoint, on_event, on_state, self)
+        sub._pump.start(task_group, f"meshrpc-sub {endpoint}")
+        sub._monitor.start(task_group, f"meshrpc-sub-monitor {endpoint}")
+        return sub
+
+    def _bind(self, sock: zmq.Socket[bytes], host: str, port: int) -> str:
+        address = f"tcp://{host}:{port if port else '*'}"
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ConfigError(f"cannot listen on {address}: {exc}") from None
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _connect(
+        self, kind: int, endpoint: str, *, immediate: bool = False
+    ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
         if not _ENDPOINT_RE.match(endpoint):
             raise ConfigError(f"endpoint {endpoint!r} is not tcp://host:port")
-        sock = self._socket(zmq.DEALER)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock = self._socket(kind)
+        if immediate:
+            sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
@@ -116,10 +167,7 @@ class ZmqTransport:
             monitor.close(linger=0)
             sock.close(linger=0)
             raise ConfigError(f"cannot connect to {endpoint}: {exc}") from None
-        conn = ZmqConnection(sock, monitor, endpoint, on_frame, on_state, self)
-        conn._pump.start(task_group, f"meshrpc-conn {endpoint}")
-        conn._monitor_pump.start(task_group, f"meshrpc-monitor {endpoint}")
-        return conn
+        return sock, monitor
 
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(kind)
@@ -279,6 +327,44 @@ class ZmqListener:
         self._on_frame(frames[0], frames[1])
 
 
+class _Monitor:
+    """Follows a connecting socket's monitor: ``up`` after each handshake, ``down`` on loss."""
+
+    def __init__(self, sock: zmq.Socket[bytes], endpoint: str, on_state: OnState) -> None:
+        self.up = False
+        self._endpoint = endpoint
+        self._on_state = on_state
+        self.pump = _Pump(sock, self._handle)
+
+    def start(self, task_group: TaskGroup, name: str) -> None:
+        self.pump.start(task_group, name)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(frames)
+        except Exception as exc:  # a malformed monitor frame would be a libzmq bug
+            logger.warning("unreadable monitor event from %s: %r", self._endpoint, exc)
+            return
+        state: PeerState | None = None
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            state = "up"
+        elif self.up:
+            state = "down"
+        if state is None or (state == "up") == self.up:
+            return
+        self.up = state == "up"
+        self._on_state(state)
+
+    async def aclose(self, owner: zmq.Socket[bytes]) -> None:
+        self.up = False
+        if not owner.closed:
+            try:
+                owner.disable_monitor()
+            except zmq.ZMQError as exc:
+                logger.debug("disable_monitor on %s: %s", self._endpoint, exc)
+        await self.pump.aclose()
+
+
 class ZmqConnection:
     """A DEALER connected to one responder, with a monitor for its handshake and loss."""
 
@@ -293,11 +379,9 @@ class ZmqConnection:
     ) -> None:
         self._endpoint = endpoint
         self._on_frame = on_frame
-        self._on_state = on_state
         self._transport = transport
-        self._up = False
         self._pump = _Pump(sock, self._handle)
-        self._monitor_pump = _Pump(monitor, self._handle_monitor)
+        self._monitor = _Monitor(monitor, endpoint, on_state)
 
     @property
     def endpoint(self) -> str:
@@ -305,11 +389,11 @@ class ZmqConnection:
 
     @property
     def is_up(self) -> bool:
-        return self._up
+        return self._monitor.up
 
     def send(self, frame: bytes) -> bool:
         """Queue ``frame``; ``False`` when it was provably not sent."""
-        if not self._up:
+        if not self._monitor.up:
             return False
         try:
             self._pump.sock.send(frame, _NOBLOCK)
@@ -322,15 +406,8 @@ class ZmqConnection:
         return True
 
     async def aclose(self) -> None:
-        self._up = False
-        sock = self._pump.sock
-        if not sock.closed:
-            try:
-                sock.disable_monitor()
-            except zmq.ZMQError as exc:
-                logger.debug("disable_monitor on %s: %s", self._endpoint, exc)
+        await self._monitor.aclose(self._pump.sock)
         await self._pump.aclose()
-        await self._monitor_pump.aclose()
 
     def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 1:
@@ -339,18 +416,86 @@ class ZmqConnection:
             return
         self._on_frame(frames[0])
 
-    def _handle_monitor(self, frames: list[bytes]) -> None:
-        try:
-            event = parse_monitor_message(frames)
-        except Exception as exc:  # a malformed monitor frame would be a libzmq bug
-            logger.warning("unreadable monitor event from %s: %r", self._endpoint, exc)
+
+class ZmqEventSource:
+    """A bound XPUB: fans events out and reports subscriptions."""
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        endpoint: str,
+        on_subscription: OnSubscription,
+        transport: ZmqTransport,
+    ) -> None:
+        self._endpoint = endpoint
+        self._on_subscription = on_subscription
+        self._transport = transport
+        self._pump = _Pump(sock, self._handle)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    def send(self, topic: bytes, frame: bytes) -> None:
+        """Queue ``frame`` under ``topic``; subscribers with full queues miss it."""
+        sock = self._pump.sock
+        sock.send(topic, _SEND_MORE)
+        sock.send(frame, _NOBLOCK)
+        self._pump.after_send()
+
+    async def aclose(self) -> None:
+        await self._pump.aclose()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 1 or not frames[0] or frames[0][0] not in (0, 1):
+            self._transport.dropped_frames += 1
             return
-        state: PeerState | None = None
-        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            state = "up"
-        elif self._up:
-            state = "down"
-        if state is None or (state == "up") == self._up:
+        self._on_subscription(frames[0][0] == 1, frames[0][1:])
+
+
+class ZmqSubscription:
+    """A SUB connected to one publisher, with a monitor for its handshake and loss."""
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        monitor: zmq.Socket[bytes],
+        endpoint: str,
+        on_event: OnEvent,
+        on_state: OnState,
+        transport: ZmqTransport,
+    ) -> None:
+        self._endpoint = endpoint
+        self._on_event = on_event
+        self._transport = transport
+        self._pump = _Pump(sock, self._handle)
+        self._monitor = _Monitor(monitor, endpoint, on_state)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    @property
+    def is_up(self) -> bool:
+        return self._monitor.up
+
+    def subscribe(self, prefix: bytes) -> None:
+        """Receive frames whose topic starts with ``prefix``."""
+        self._pump.sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        self._pump.after_send()
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Stop one earlier :meth:`subscribe` of ``prefix``."""
+        self._pump.sock.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        self._pump.after_send()
+
+    async def aclose(self) -> None:
+        await self._monitor.aclose(self._pump.sock)
+        await self._pump.aclose()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self._transport.dropped_frames += 1
+            logger.debug("dropped a message of %d frames from %s", len(frames), self._endpoint)
             return
-        self._up = state == "up"
-        self._on_state(state)
+        self._on_event(frames[0], frames[1])

@@ -1,0 +1,70 @@
+"""Topic and pattern rules (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshrpc._protocol.topics import (
+    check_pattern,
+    check_topic,
+    matches,
+    may_overlap,
+    zmq_prefix,
+)
+from meshrpc.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("pattern", "topic", "expected"),
+    [
+        ("price.eur", "price.eur", True),
+        ("price.eur", "price.eurusd", False),
+        ("price.*", "price.eur", True),
+        ("price.*", "price", False),
+        ("price.*", "price.eur.usd", False),
+        ("price.#", "price", True),
+        ("price.#", "price.eur.usd", True),
+        ("price.#", "prices.eur", False),
+        ("#", "anything.at.all", True),
+        ("*.eur", "price.eur", True),
+        ("a.#.z", "a.z", True),
+        ("a.#.z", "a.b.c.z", True),
+        ("a.#.z", "a.b.c", False),
+    ],
+)
+def test_matching(pattern: str, topic: str, expected: bool) -> None:
+    assert matches(pattern, topic) is expected
+
+
+segments = st.sampled_from(["a", "b", "price", "eur"])
+topics_st = st.lists(segments, min_size=1, max_size=5).map(".".join)
+patterns_st = st.lists(st.sampled_from(["a", "b", "price", "*", "#"]), min_size=1, max_size=5).map(
+    ".".join
+)
+
+
+@given(patterns_st, topics_st)
+def test_zmq_prefix_never_filters_out_a_match(pattern: str, topic: str) -> None:
+    # ZeroMQ's prefix filter must pass every topic the precise pattern accepts.
+    if matches(pattern, topic):
+        assert topic.startswith(zmq_prefix(pattern))
+
+
+@given(patterns_st, patterns_st, topics_st)
+def test_overlap_is_never_a_false_no(a: str, b: str, topic: str) -> None:
+    if matches(a, topic) and matches(b, topic):
+        assert may_overlap(a, b)
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", "pri*", "a.#b", "x" * 201, "a\nb"])
+def test_bad_patterns(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        check_pattern(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "a.*", "a.#", "a..b", ".a"])
+def test_bad_topics(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        check_topic(bad)
