@@ -39,3 +39,10 @@ def test_client_examples_against_a_responder_process(
         result = procs.run_example(example, "--namespace", namespace, timeout=40)
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout
+
+
+def test_pubsub_example() -> None:
+    result = procs.run_example("pubsub.py", timeout=40)
+    assert result.returncode == 0, result.stderr
+    assert "watcher got: ['price.eur=1.08']" in result.stdout
+    assert "group shared the jobs: {'worker-0': 5, 'worker-1': 5}" in result.stdout
