@@ -100,6 +100,7 @@ class Requester(Component):
         self._ids = itertools.count(1)
         self._peers: dict[str, _Peer] = {}
         self._candidates: dict[str, list[_Peer]] = {}
+        self._retiring: set[Connection] = set()
         self._changed: anyio.Event | None = None
         self._waiting = 0
         self._tg: TaskGroup | None = None
@@ -293,6 +294,9 @@ class Requester(Component):
                     if peer.conn is not None:
                         await peer.conn.aclose()
                 self._peers.clear()
+                for conn in list(self._retiring):
+                    await conn.aclose()
+                self._retiring.clear()
                 self._invalidate()
             finally:
                 if self._discovery is not None:
@@ -421,7 +425,13 @@ class Requester(Component):
     def _retire_if_idle(self, peer: _Peer) -> None:
         if peer.withdrawn and not peer.pending and peer.conn is not None and self._tg:
             conn, peer.conn = peer.conn, None
-            self._tg.start_soon(conn.aclose)
+            # Tracked until closed: shutdown closes whatever this task did not get to.
+            self._retiring.add(conn)
+            self._tg.start_soon(self._close_retired, conn)
+
+    async def _close_retired(self, conn: Connection) -> None:
+        await conn.aclose()
+        self._retiring.discard(conn)
 
     # -- choosing -----------------------------------------------------------------
 
