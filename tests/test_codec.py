@@ -15,10 +15,12 @@ from meshrpc._protocol.envelope import (
     REQUEST,
     Draining,
     ErrorReply,
+    Event,
     Ping,
     Pong,
     Reply,
     Request,
+    Welcome,
 )
 from meshrpc.errors import MessageTooLarge, ProtocolError
 
@@ -59,6 +61,14 @@ messages = st.one_of(
     st.just(Draining()),
     st.builds(Ping, nonce=call_ids),
     st.builds(Pong, nonce=call_ids),
+    st.builds(
+        Event,
+        seq=call_ids,
+        topic=st.text(min_size=1, max_size=30),
+        payload=payloads,
+        meta=st.dictionaries(st.text(max_size=10), payloads, max_size=3),
+    ),
+    st.just(Welcome()),
 )
 
 
@@ -141,3 +151,23 @@ def test_call_id_of_a_bad_request_is_recovered_for_the_error_reply() -> None:
     assert codec.request_call_id(bad) == 77
     assert codec.request_call_id(b"\xc1") is None
     assert codec.request_call_id(msgpack.packb([1, 2, 3])) is None
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.binary(max_size=200), messages.map(codec.encode)))
+def test_event_fast_path_agrees_with_decode(data: bytes) -> None:
+    try:
+        expected = codec.decode(data)
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            codec.decode_event(data)
+        return
+    if isinstance(expected, Event):
+        fast = codec.decode_event(data)
+        assert fast is not None
+        assert Event(fast[2], fast[3], fast[5], fast[4]) == expected
+    elif isinstance(expected, Welcome):
+        assert codec.decode_event(data) is None
+    else:
+        with pytest.raises(ProtocolError, match="expected an EVENT"):
+            codec.decode_event(data)

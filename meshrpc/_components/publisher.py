@@ -40,6 +40,7 @@ __all__ = ["Publisher"]
 logger = logging.getLogger("meshrpc.publisher")
 
 _MAX_TOPIC_SEQUENCES = 100_000  # distinct topics numbered before the numbering restarts
+_YIELD_EVERY = 64
 _WELCOME = codec.encode(Welcome())
 
 
@@ -86,7 +87,9 @@ class Publisher(Component):
         self._discovery: Discovery | None = None
         self._advertisement: Advertisement | None = None
         self._tg: TaskGroup | None = None
-        self._seq: dict[str, int] = {}
+        # topic -> [last sequence number, topic frame]
+        self._streams: dict[str, list[Any]] = {}
+        self._since_yield = 0
         self._welcomed: set[bytes] = set()
         self._subscribers_changed: anyio.Event | None = None
         # group -> member id -> patterns; per-group round-robin counters
@@ -112,15 +115,17 @@ class Publisher(Component):
         source = self._source
         if source is None:
             raise RuntimeError(f"enter the publisher first: `async with {self!r}:`")
-        if topic not in self._seq:
+        stream = self._streams.get(topic)
+        if stream is None:
             topic_rules.check_topic(topic)
-            if len(self._seq) >= _MAX_TOPIC_SEQUENCES:
+            if len(self._streams) >= _MAX_TOPIC_SEQUENCES:
                 # Bounded memory: numbering restarts; subscribers see a reset, not a gap.
-                self._seq.clear()
-        seq = self._seq.get(topic, 0) + 1
+                self._streams.clear()
+            stream = self._streams[topic] = [0, b"t:" + topic.encode()]
+        seq = stream[0] + 1
         frame = codec.encode_event(seq, topic, payload, max_size=self.settings.max_message)
-        self._seq[topic] = seq
-        source.send(b"t:" + topic.encode(), frame)
+        stream[0] = seq
+        source.send(stream[1], frame)
         self._stats["published"] += 1
         if self._groups:
             self._publish_to_groups(topic, payload)
@@ -134,7 +139,14 @@ class Publisher(Component):
             RuntimeError: the publisher is not started.
         """
         self.publish_nowait(topic, payload)
-        await anyio.lowlevel.checkpoint()
+        # A cancellation point every time, but a full yield to other tasks only every
+        # few events: yielding per event cost three quarters of the throughput.
+        self._since_yield += 1
+        if self._since_yield >= _YIELD_EVERY:
+            self._since_yield = 0
+            await anyio.lowlevel.checkpoint()
+        else:
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def wait_for_subscribers(self, n: int = 1, *, timeout: float | None = None) -> int:
         """Wait until ``n`` subscribers' subscriptions are live here; returns how many are.

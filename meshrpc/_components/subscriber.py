@@ -26,7 +26,7 @@ from meshrpc._components.context import CallContext, _set
 from meshrpc._protocol import codec
 from meshrpc._protocol import topics as topic_rules
 from meshrpc._protocol.advertisement import Advertisement
-from meshrpc._protocol.envelope import PROTOCOL_VERSION, Event, Welcome
+from meshrpc._protocol.envelope import PROTOCOL_VERSION
 from meshrpc._runtime import Completion, Runtime, current_runtime
 from meshrpc.discovery.base import Discovery, DiscoveryEvent
 from meshrpc.errors import ConfigError, NoResponder, ProtocolError
@@ -416,24 +416,19 @@ class Subscriber(Component):
 
     def _on_event(self, source: _Source, topic_frame: bytes, frame: bytes) -> None:
         try:
-            message = codec.decode(frame, max_size=self.settings.max_message)
+            event = codec.decode_event(frame, max_size=self.settings.max_message)
         except ProtocolError as exc:
             self._stats["malformed"] += 1
             logger.debug("malformed event from %s: %s", source.ad.endpoint, exc)
             return
-        if isinstance(message, Welcome):
+        if event is None:  # WELCOME: our subscriptions are live at this publisher
             if not source.welcomed:
                 source.welcomed = True
                 self._notify()
             return
-        if not isinstance(message, Event):
-            self._stats["malformed"] += 1
-            return
+        _, _, seq, topic, _, payload = event
         self._stats["received"] += 1
-        self._count_gaps(
-            source, _GROUP_STREAM if topic_frame[:2] == b"g:" else message.topic, message.seq
-        )
-        topic = message.topic
+        self._count_gaps(source, _GROUP_STREAM if topic_frame[:2] == b"g:" else topic, seq)
         routes = self._match_cache.get(topic)
         if routes is None:
             try:
@@ -448,7 +443,7 @@ class Subscriber(Component):
             if len(self._queue) >= self._max_buffered:
                 self._stats["dropped"] += 1
             else:
-                self._queue.append((topic, message.payload, source.ad.name, routes))
+                self._queue.append((topic, payload, source.ad.name, routes))
                 wake = self._wake
                 if wake is not None:
                     self._wake = None
@@ -459,7 +454,7 @@ class Subscriber(Component):
                 if len(stream.buffer) >= stream.limit:
                     stream.dropped += 1
                     continue
-                stream.buffer.append((topic, message.payload))
+                stream.buffer.append((topic, payload))
                 if stream.wake is not None:
                     stream.wake.set()
                     stream.wake = None
@@ -481,18 +476,28 @@ class Subscriber(Component):
     async def _consume(self) -> None:
         assert self._runtime is not None
         queue = self._queue
+        contexts: dict[tuple[str, str], CallContext] = {}
+        current: CallContext | None = None
         while True:
             while queue:
                 topic, payload, publisher, routes = queue.popleft()
-                _set(
-                    CallContext(
+                # One context per (topic, publisher), made once: handlers see the same
+                # values, and building one per event showed up in profiles.
+                ctx = contexts.get((topic, publisher))
+                if ctx is None:
+                    if len(contexts) > 10_000:
+                        contexts.clear()
+                    ctx = CallContext(
                         type=topic,
                         call_id=0,
                         deadline=math.inf,
                         caller=publisher,
                         responder=self.name,
                     )
-                )
+                    contexts[(topic, publisher)] = ctx
+                if ctx is not current:
+                    _set(ctx)
+                    current = ctx
                 for route in routes:
                     try:
                         if route.is_async:

@@ -36,6 +36,7 @@ from meshrpc.errors import MessageTooLarge, ProtocolError
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "decode",
+    "decode_event",
     "encode",
     "encode_error",
     "encode_event",
@@ -217,6 +218,35 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Message:
         nonce = _call_id(obj[2])
         return Ping(nonce) if kind == PING else Pong(nonce)
     raise ProtocolError(f"unknown message kind {kind!r}")
+
+
+def decode_event(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> list[Any] | None:
+    """Fast path for the subscriber: ``[1, 7, seq, topic, meta, payload]`` checked and
+    returned as the list itself, ``None`` for WELCOME.
+
+    Raises:
+        ProtocolError: anything else, exactly as :func:`decode` would.
+    """
+    if len(data) <= max_size:
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception:  # decode() below reports it properly
+            obj = None
+        if (
+            type(obj) is list
+            and len(obj) == 6
+            and obj[0] == PROTOCOL_VERSION
+            and obj[1] == EVENT
+            and type(obj[2]) is int
+            and 0 <= obj[2] <= _INT64_MAX
+            and type(obj[3]) is str
+            and type(obj[4]) is dict
+        ):
+            return obj
+    message = decode(data, max_size=max_size)
+    if isinstance(message, Welcome):
+        return None
+    raise ProtocolError(f"expected an EVENT, got {type(message).__name__}")
 
 
 def request_call_id(data: bytes) -> int | None:

@@ -26,6 +26,7 @@ from typing import Final
 
 import anyio
 import zmq
+import zmq.backend
 from anyio.abc import TaskGroup
 from zmq.utils.monitor import parse_monitor_message
 
@@ -50,6 +51,12 @@ _NOBLOCK: Final = int(zmq.NOBLOCK)
 _SEND_MORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS: Final = int(zmq.EVENTS)
 _POLLIN: Final = int(zmq.POLLIN)
+_RCVMORE: Final = int(zmq.RCVMORE)
+# The backend's own methods: pyzmq's Python-level wrappers turn every option into an
+# enum member first, which cost more than the call itself on the per-message path.
+_raw_get: Final = zmq.backend.Socket.get
+_raw_recv: Final = zmq.backend.Socket.recv
+_raw_send: Final = zmq.backend.Socket.send
 _BATCH: Final = 512  # frames handled per wake-up before letting other tasks run
 _ENDPOINT_RE: Final = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
 _MONITOR_EVENTS: Final = (
@@ -190,11 +197,30 @@ class _Pump:
     task waits with ``wait_readable``.
     """
 
-    __slots__ = ("_busy", "_fd", "_loop", "_scheduled", "closed", "handle", "scope", "sock")
+    __slots__ = (
+        "_busy",
+        "_fd",
+        "_loop",
+        "_scheduled",
+        "closed",
+        "handle",
+        "scope",
+        "sock",
+        "streaming",
+    )
 
-    def __init__(self, sock: zmq.Socket[bytes], handle: Callable[[list[bytes]], None]) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        handle: Callable[[list[bytes]], None],
+        *,
+        streaming: bool = False,
+    ) -> None:
         self.sock = sock
         self.handle = handle
+        # Streaming sockets (SUB) usually have many frames per wake-up: receiving until
+        # zmq.Again costs one exception per batch instead of an EVENTS check per frame.
+        self.streaming = streaming
         self._fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]
         self._busy = False
         self._scheduled = False
@@ -241,12 +267,15 @@ class _Pump:
         sock = self.sock
         handled = 0
         try:
-            # Polling EVENTS is cheaper than letting recv raise zmq.Again at the end.
-            while _has_input(sock):
+            # Polling EVENTS is cheaper than letting recv raise zmq.Again at the end,
+            # unless many frames are expected per wake-up.
+            while self.streaming or _has_input(sock):
                 if limit is not None and handled >= limit:
                     return True
                 try:
-                    frames = sock.recv_multipart(_NOBLOCK)
+                    frames = [_raw_recv(sock, _NOBLOCK)]
+                    while _raw_get(sock, _RCVMORE):
+                        frames.append(_raw_recv(sock, _NOBLOCK))
                 except zmq.Again:
                     return False
                 handled += 1
@@ -278,7 +307,7 @@ class _Pump:
 
 
 def _has_input(sock: zmq.Socket[bytes]) -> bool:
-    events: int = sock.getsockopt(_EVENTS)  # type: ignore[assignment]
+    events: int = _raw_get(sock, _EVENTS)  # type: ignore[assignment]
     return bool(events & _POLLIN)
 
 
@@ -306,8 +335,8 @@ class ZmqListener:
         sock = self._pump.sock
         try:
             # Two plain sends: send_multipart's generality costs more than the send.
-            sock.send(peer_id, _SEND_MORE)
-            sock.send(frame, _NOBLOCK)
+            _raw_send(sock, peer_id, _SEND_MORE)
+            _raw_send(sock, frame, _NOBLOCK)
         except zmq.ZMQError as exc:
             # EHOSTUNREACH: the requester disconnected; EAGAIN: it stopped reading and
             # its queue is full. Either way the reply cannot be delivered now.
@@ -396,7 +425,7 @@ class ZmqConnection:
         if not self._monitor.up:
             return False
         try:
-            self._pump.sock.send(frame, _NOBLOCK)
+            _raw_send(self._pump.sock, frame, _NOBLOCK)
         except zmq.ZMQError as exc:
             # With IMMEDIATE, EAGAIN means no completed connection (or a full queue):
             # the frame was not queued anywhere, so the call can safely go elsewhere.
@@ -439,8 +468,8 @@ class ZmqEventSource:
     def send(self, topic: bytes, frame: bytes) -> None:
         """Queue ``frame`` under ``topic``; subscribers with full queues miss it."""
         sock = self._pump.sock
-        sock.send(topic, _SEND_MORE)
-        sock.send(frame, _NOBLOCK)
+        _raw_send(sock, topic, _SEND_MORE)
+        _raw_send(sock, frame, _NOBLOCK)
         self._pump.after_send()
 
     async def aclose(self) -> None:
@@ -468,7 +497,7 @@ class ZmqSubscription:
         self._endpoint = endpoint
         self._on_event = on_event
         self._transport = transport
-        self._pump = _Pump(sock, self._handle)
+        self._pump = _Pump(sock, self._handle, streaming=True)
         self._monitor = _Monitor(monitor, endpoint, on_state)
 
     @property
