@@ -32,7 +32,8 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
-	$(PY) bench/roundtrip.py --write-readme
+	$(PY) bench/roundtrip.py --backend both --write-readme
+	$(PY) bench/pubsub.py --backend both --write-readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
