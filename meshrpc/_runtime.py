@@ -129,32 +129,37 @@ class _AsyncioRuntime:
         return _AsyncioCompletion(self._loop)
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        task: asyncio.Task[Any] = self._loop.create_task(fn(*args))  # type: ignore[arg-type]
+        task: asyncio.Task[Any] = self._loop.create_task(self._run(fn, args))
         self._tasks.add(task)
-        task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("meshrpc task failed", exc_info=task.exception())
+    async def _run(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        # Bookkeeping inside the task rather than in a done callback, which would cost
+        # one more scheduled callback per call.
+        try:
+            await fn(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("meshrpc task failed")
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
 
     async def run_until(
         self, deadline: float, fn: Callable[[Any], Awaitable[Any]], arg: Any
     ) -> tuple[bool, Any]:
         task = asyncio.current_task()
         assert task is not None
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = self._loop.call_at(deadline, expire)
+        timer = self._loop.call_at(deadline, task.cancel)
         try:
             return True, await fn(arg)
         except asyncio.CancelledError:
-            if not expired:
+            # Ours if the timer fired (it is then no longer pending) and nobody else
+            # asked for a cancellation too.
+            # (asyncio may fire a timer up to its clock resolution early.)
+            expired = self._loop.time() >= deadline - 0.001
+            if timer.cancelled() or task.cancelling() != 1 or not expired:
                 raise
             task.uncancel()
             return False, None

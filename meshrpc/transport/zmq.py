@@ -289,10 +289,13 @@ class _Pump:
 
     def after_send(self) -> None:
         # The send may have consumed the descriptor's edge for frames already queued.
-        if self._loop is not None:
-            self._schedule()  # one EVENTS check per loop turn, however many sends
+        # Reading EVENTS re-arms it, so only input that is pending right now needs a
+        # drain; on the latency path there is none and no extra loop turn is spent.
+        if self._busy or not _has_input(self.sock):
             return
-        if not self._busy and _has_input(self.sock):
+        if self._loop is not None:
+            self._schedule()
+        else:
             self.drain()
 
     async def aclose(self) -> None:
