@@ -289,13 +289,11 @@ class _Pump:
 
     def after_send(self) -> None:
         # The send may have consumed the descriptor's edge for frames already queued.
-        # Reading EVENTS re-arms it, so only input that is pending right now needs a
-        # drain; on the latency path there is none and no extra loop turn is spent.
-        if self._busy or not _has_input(self.sock):
-            return
         if self._loop is not None:
+            # One EVENTS check per loop turn, however many sends: it runs while the
+            # caller waits for its reply anyway, so it costs no latency.
             self._schedule()
-        else:
+        elif not self._busy and _has_input(self.sock):
             self.drain()
 
     async def aclose(self) -> None:
