@@ -151,15 +151,18 @@ class _AsyncioRuntime:
     ) -> tuple[bool, Any]:
         task = asyncio.current_task()
         assert task is not None
-        timer = self._loop.call_at(deadline, task.cancel)
+        fired: list[bool] = []
+
+        def expire() -> None:
+            fired.append(True)
+            task.cancel()
+
+        timer = self._loop.call_at(deadline, expire)
         try:
             return True, await fn(arg)
         except asyncio.CancelledError:
-            # Ours if the timer fired (it is then no longer pending) and nobody else
-            # asked for a cancellation too.
-            # (asyncio may fire a timer up to its clock resolution early.)
-            expired = self._loop.time() >= deadline - 0.001
-            if timer.cancelled() or task.cancelling() != 1 or not expired:
+            # Ours only if the timer fired and nobody else asked for a cancellation.
+            if not fired or task.cancelling() != 1:
                 raise
             task.uncancel()
             return False, None
@@ -210,7 +213,14 @@ class _TrioRuntime:
         return _TrioCompletion()
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        self._task_group.start_soon(fn, *args)  # type: ignore[arg-type]
+        self._task_group.start_soon(self._run, fn, args)
+
+    async def _run(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        # As on asyncio: a bug in one task is logged, it does not end the component.
+        try:
+            await fn(*args)
+        except Exception:
+            logger.exception("meshrpc task failed")
 
     async def run_until(
         self, deadline: float, fn: Callable[[Any], Awaitable[Any]], arg: Any

@@ -65,8 +65,10 @@ class _Blocking:
         self.__exit__(None, None, None)
 
     def statistics(self) -> dict[str, Any]:
-        """The component's counters."""
-        return dict(self._component.statistics())
+        """The component's counters (read on the component's own loop thread)."""
+        if self._portal is None:
+            return dict(self._component.statistics())
+        return dict(self._call(self._component.statistics))
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM in the calling (main) thread, then stop gracefully."""
@@ -106,7 +108,7 @@ class Requester(_Blocking):
 
     def responders(self) -> list[Advertisement]:
         """Advertisements of the responders currently known."""
-        return list(self._component.responders())
+        return list(self._call(self._component.responders))
 
 
 class Responder(_Blocking):

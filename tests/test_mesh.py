@@ -341,3 +341,32 @@ async def test_misuse_is_reported_clearly(namespace: str) -> None:
     async with client:
         with pytest.raises(ConfigError, match="timeout"):
             await client.send("x", timeout=-1)
+
+
+async def test_cancelled_call_leaves_nothing_pending(namespace: str) -> None:
+    # The hung handler is still running when the responder leaves: a short drain.
+    responder = calc(namespace, drain_timeout=0.2)
+
+    @responder.on("hang")
+    async def hang(payload: object) -> None:
+        await anyio.sleep(30)
+
+    async with responder, Requester(name="c", namespace=namespace) as client:
+        await client.wait_for_responders("hang", timeout=5)
+        with anyio.move_on_after(0.2):
+            await client.send("hang", timeout=10)
+        assert client.statistics()["in_flight"] == 0
+
+
+async def test_unencodable_exception_text_still_reaches_the_caller(namespace: str) -> None:
+    responder = Responder(name="r", namespace=namespace)
+
+    @responder.on("bad-name")
+    async def bad_name(payload: object) -> None:
+        raise FileNotFoundError(b"caf\xe9.txt".decode("utf-8", "surrogateescape"))
+
+    async with responder, Requester(name="c", namespace=namespace) as client:
+        with pytest.raises(RemoteError) as info:
+            await client.send("bad-name", timeout=5)
+    assert info.value.remote_type == "FileNotFoundError"
+    assert "caf" in info.value.remote_message

@@ -323,3 +323,28 @@ def test_fan_out_to_subscriber_processes(namespace: str) -> None:
         assert result["topics"] == {"metric.cpu": 200}
         assert result["stats"]["missed"] == 0
     assert sorted(r["topics"]["metric.cpu"] for r in results[3:]) == [100, 100]
+
+
+async def test_closing_the_subscriber_ends_its_streams(namespace: str) -> None:
+    ended = anyio.Event()
+
+    async def read(stream: Any) -> None:
+        async for _ in stream:
+            pass
+        ended.set()
+
+    async with anyio.create_task_group() as tg:
+        async with Subscriber(name="s", namespace=namespace) as sub:
+            tg.start_soon(read, sub.events("x.#"))
+        with anyio.fail_after(5):
+            await ended.wait()  # the stream ended with its subscriber
+
+
+def test_events_with_oversized_topics_are_rejected() -> None:
+    from meshrpc import ProtocolError
+
+    frame = codec.encode_event(1, "a" * 201, None)
+    with pytest.raises(ProtocolError):
+        codec.decode_event(frame)
+    with pytest.raises(ProtocolError):
+        codec.decode(frame)

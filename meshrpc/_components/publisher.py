@@ -20,6 +20,7 @@ membership and the welcomed set follow liveness with no extra protocol.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -90,7 +91,9 @@ class Publisher(Component):
         # topic -> [last sequence number, topic frame]
         self._streams: dict[str, list[Any]] = {}
         self._since_yield = 0
-        self._welcomed: set[bytes] = set()
+        # Counted, not a set: XPUB_VERBOSER repeats (un)subscriptions, and a reconnect
+        # may subscribe again before the old pipe's unsubscription arrives.
+        self._welcomed: Counter[bytes] = Counter()
         self._subscribers_changed: anyio.Event | None = None
         # group -> member id -> patterns; per-group round-robin counters
         self._groups: dict[str, dict[bytes, list[str]]] = {}
@@ -231,11 +234,13 @@ class Publisher(Component):
         if prefix.startswith(b"w:"):
             subscriber = prefix[2:]
             if subscribed:
-                self._welcomed.add(subscriber)
+                self._welcomed[subscriber] += 1
                 if self._source is not None:
                     self._source.send(prefix, _WELCOME)
             else:
-                self._welcomed.discard(subscriber)
+                self._welcomed[subscriber] -= 1
+                if self._welcomed[subscriber] <= 0:
+                    del self._welcomed[subscriber]
             self._notify()
         elif prefix.startswith(b"p:"):
             self._on_group_subscription(subscribed, prefix[2:])
@@ -263,7 +268,8 @@ class Publisher(Component):
 
     def _publish_to_groups(self, topic: str, payload: Any) -> None:
         assert self._source is not None
-        for group, members in self._groups.items():
+        # A snapshot: on trio a send may handle subscriptions that change the groups.
+        for group, members in list(self._groups.items()):
             key = (group, topic)
             candidates = self._group_cache.get(key)
             if candidates is None:

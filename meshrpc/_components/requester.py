@@ -194,9 +194,13 @@ class Requester(Component):
                 continue
             peer.assigned += 1
             self._stats["sent"] += 1
-            if not await call.wait(deadline):
-                peer.pending.pop(call_id, None)
-                self._retire_if_idle(peer)
+            try:
+                replied = await call.wait(deadline)
+            finally:
+                # Also on cancellation: an entry left behind would never be removed.
+                if peer.pending.pop(call_id, None) is not None:
+                    self._retire_if_idle(peer)
+            if not replied:
                 self._stats["timeouts"] += 1
                 raise DeadlineExceeded(
                     f"{type!r} got no reply from {peer.ad.name!r} within the deadline",
@@ -361,6 +365,7 @@ class Requester(Component):
     def _on_state(self, peer: _Peer, state: PeerState) -> None:
         if state == "down":
             self._fail_pending(peer, "the connection to the responder was lost")
+            self._retire_if_idle(peer)
         self._invalidate()
 
     def _on_frame(self, peer: _Peer, frame: bytes) -> None:

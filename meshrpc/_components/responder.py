@@ -230,7 +230,8 @@ class Responder(Component):
                 if self._runtime is not None:
                     await self._runtime.cancel_all()
                 if self._listener is not None:
-                    await self._listener.aclose()
+                    # A short linger so the last replies of the drain reach their callers.
+                    await self._listener.aclose(linger=0.5)
             finally:
                 tg.cancel_scope.cancel()
         # Outside the shield: the task group must be exited in the scope it was entered.
@@ -240,7 +241,8 @@ class Responder(Component):
         if self._listener is None:
             return
         frame = codec.encode(Draining())
-        for peer in self._peers:
+        # A snapshot: on trio a send may handle arriving frames, which touch _peers.
+        for peer in list(self._peers):
             self._listener.send(peer, frame)
 
     # -- serving ------------------------------------------------------------------
@@ -338,7 +340,15 @@ class Responder(Component):
                         self._stats["expired"] += 1
                         return  # the caller already has DeadlineExceeded; nothing to say
                 else:
-                    result = await anyio.to_thread.run_sync(route.fn, request.payload)
+                    # The thread may start late (the worker-thread limit): it checks the
+                    # deadline itself. Abandoned on cancellation so a hung handler cannot
+                    # hold up shutdown; its result is then discarded.
+                    finished, result = await anyio.to_thread.run_sync(
+                        _run_before, deadline, route.fn, request.payload, abandon_on_cancel=True
+                    )
+                    if not finished:
+                        self._stats["expired"] += 1
+                        return
             except Exception as exc:
                 self._handler_failed(peer, request, exc)
                 return
@@ -386,6 +396,12 @@ class Responder(Component):
     def _send(self, peer: bytes, frame: bytes) -> None:
         if self._listener is None or not self._listener.send(peer, frame):
             self._stats["replies_dropped"] += 1
+
+
+def _run_before(deadline: float, fn: Handler, payload: Any) -> tuple[bool, Any]:
+    if time.monotonic() >= deadline:
+        return False, None
+    return True, fn(payload)
 
 
 async def _await(value: Awaitable[Any] | Any) -> Any:

@@ -84,6 +84,7 @@ class EventStream:
     async def aclose(self) -> None:
         """Unsubscribe; events already buffered are discarded."""
         self._owner._close_stream(self)
+        self.buffer.clear()
         if self.wake is not None:
             self.wake.set()
 
@@ -285,6 +286,8 @@ class Subscriber(Component):
             return
         with anyio.CancelScope(shield=True):
             tg.cancel_scope.cancel()
+            for stream in list(self._streams):
+                await stream.aclose()  # ends any `async for` over it
             try:
                 for source in list(self._sources.values()):
                     if source.sub is not None:
@@ -411,6 +414,8 @@ class Subscriber(Component):
             for source in self._sources.values():
                 if source.sub is not None:
                     source.sub.unsubscribe(prefix)
+                # Events not received while unsubscribed are not gaps: new baselines.
+                source.seqs.clear()
 
     # -- receiving ----------------------------------------------------------------
 

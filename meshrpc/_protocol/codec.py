@@ -47,6 +47,7 @@ __all__ = [
 
 DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
 _INT64_MAX: Final = 2**63 - 1
+_MAX_TOPIC: Final = 200  # as topics.check_topic: bounds every per-topic cache
 
 _DRAINING_FRAME: Final = msgpack.packb([PROTOCOL_VERSION, DRAINING])
 _WELCOME_FRAME: Final = msgpack.packb([PROTOCOL_VERSION, WELCOME])
@@ -122,11 +123,25 @@ def encode_event(
 def encode_error(
     call_id: int, code: str, error_type: str, message: str, traceback: str | None = None
 ) -> bytes:
-    """Encode an ERROR; strings are plain text so this cannot fail to serialise."""
+    """Encode an ERROR; the texts are made valid UTF-8 so this cannot fail."""
     return msgpack.packb(  # type: ignore[no-any-return]
-        [PROTOCOL_VERSION, ERROR, call_id, code, error_type, message, traceback],
+        [
+            PROTOCOL_VERSION,
+            ERROR,
+            call_id,
+            _utf8(code),
+            _utf8(error_type),
+            _utf8(message),
+            None if traceback is None else _utf8(traceback),
+        ],
         use_bin_type=True,
     )
+
+
+def _utf8(text: str) -> str:
+    # Exception messages may hold lone surrogates (surrogateescape'd file names),
+    # which msgpack refuses to encode.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def encode(message: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
@@ -205,8 +220,8 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Message:
     if kind == EVENT:
         _expect_len(obj, 6, "EVENT")
         seq, topic, meta = obj[2], obj[3], obj[4]
-        if not isinstance(topic, str):
-            raise ProtocolError("EVENT topic must be a string")
+        if not isinstance(topic, str) or not 0 < len(topic) <= _MAX_TOPIC:
+            raise ProtocolError(f"EVENT topic must be a string of 1 to {_MAX_TOPIC} characters")
         if not isinstance(meta, dict):
             raise ProtocolError("EVENT meta must be a map")
         return Event(_call_id(seq), topic, obj[5], meta)
@@ -240,6 +255,7 @@ def decode_event(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> list[Any] 
             and type(obj[2]) is int
             and 0 <= obj[2] <= _INT64_MAX
             and type(obj[3]) is str
+            and 0 < len(obj[3]) <= _MAX_TOPIC
             and type(obj[4]) is dict
         ):
             return obj

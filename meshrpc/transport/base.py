@@ -91,8 +91,8 @@ class Listener(Protocol):
         """Queue ``frame`` for ``peer_id``; ``False`` when the peer is gone or not reading."""
         ...
 
-    async def aclose(self) -> None:
-        """Stop receiving and close the socket; queued frames are discarded."""
+    async def aclose(self, *, linger: float = 0.0) -> None:
+        """Stop receiving and close the socket, giving queued frames ``linger`` seconds."""
         ...
 
 

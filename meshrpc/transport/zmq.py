@@ -246,7 +246,7 @@ class _Pump:
                     else:
                         await anyio.wait_readable(self._fd)
         finally:
-            self.sock.close(linger=0)
+            self.sock.close()  # with the LINGER option set on the socket
             self.closed.set()
 
     def _on_readable(self) -> None:
@@ -296,11 +296,13 @@ class _Pump:
         elif not self._busy and _has_input(self.sock):
             self.drain()
 
-    async def aclose(self) -> None:
+    async def aclose(self, linger: float = 0.0) -> None:
+        if linger and not self.sock.closed:
+            self.sock.setsockopt(zmq.LINGER, int(linger * 1000))
         if self._loop is not None:
             if not self.sock.closed:
                 self._loop.remove_reader(self._fd)
-                self.sock.close(linger=0)
+                self.sock.close()
             self.closed.set()
             return
         self.scope.cancel()
@@ -346,8 +348,8 @@ class ZmqListener:
         self._pump.after_send()
         return True
 
-    async def aclose(self) -> None:
-        await self._pump.aclose()
+    async def aclose(self, *, linger: float = 0.0) -> None:
+        await self._pump.aclose(linger)
 
     def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
