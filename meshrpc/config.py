@@ -161,6 +161,14 @@ VARIABLES: tuple[Variable, ...] = (
         "at once with NoResponder.",
     ),
     Variable(
+        "MESHRPC_RETRY_BUDGET",
+        "retry_budget",
+        0.2,
+        _non_negative_float,
+        "Retries a requester may add, as a share of its calls (plus a reserve of 5 a "
+        "second), so a failing mesh is not flooded; 0 allows only the reserve.",
+    ),
+    Variable(
         "MESHRPC_DRAIN_TIMEOUT",
         "drain_timeout",
         10.0,
@@ -203,6 +211,7 @@ class Settings:
     max_message: int
     max_concurrency: int
     max_queued: int
+    retry_budget: float
     drain_timeout: float
     send_tracebacks: bool
 

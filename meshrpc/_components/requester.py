@@ -5,18 +5,19 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import random
 import time
 from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from meshrpc._components import context
 from meshrpc._components.common import Component
 from meshrpc._protocol import codec
 from meshrpc._protocol.advertisement import Advertisement, check_type_name
-from meshrpc._protocol.envelope import PROTOCOL_VERSION, Draining, ErrorReply, Pong, Reply
+from meshrpc._protocol.envelope import PROTOCOL_VERSION, Draining, ErrorReply, Ping, Pong, Reply
 from meshrpc._runtime import Completion, Runtime, current_runtime
 from meshrpc.balancer import Balancer
 from meshrpc.discovery.base import Discovery, DiscoveryEvent
@@ -31,6 +32,7 @@ from meshrpc.errors import (
     RemoteError,
     UnknownType,
 )
+from meshrpc.resilience import Breaker, RetryBudget, backoff
 from meshrpc.transport.base import Connection, PeerState, Transport
 
 __all__ = ["Requester"]
@@ -40,18 +42,49 @@ logger = logging.getLogger("meshrpc.requester")
 _MAX_REFUSALS = 4  # refused-before-running retries (overloaded/draining) per call
 
 
+_TEND_INTERVAL = 0.25  # s between liveness/ejection checks; a peer holding calls that
+# sent nothing for this long is pinged
+_PING_TIMEOUT = 1.0  # s a PING may go unanswered before the peer counts as unresponsive
+
+
+class _Refused(Overloaded):
+    """A responder refused the call before running it (internal: triggers a retry)."""
+
+    def __init__(self, message: str, *, draining: bool) -> None:
+        super().__init__(message)
+        self.draining = draining
+
+
 class _Peer:
-    """One responder instance and our connection to it."""
+    """One responder instance, our connection to it, and what we know of its health."""
 
-    __slots__ = ("ad", "assigned", "conn", "draining", "pending", "withdrawn")
+    __slots__ = (
+        "ad",
+        "assigned",
+        "breaker",
+        "conn",
+        "draining",
+        "heard",
+        "pending",
+        "ping_nonce",
+        "ping_sent",
+        "retryable",
+        "withdrawn",
+    )
 
-    def __init__(self, ad: Advertisement) -> None:
+    def __init__(self, ad: Advertisement, breaker: Breaker) -> None:
         self.ad = ad
         self.conn: Connection | None = None
         self.pending: dict[int, Completion] = {}
+        # Calls to idempotent handlers: failed over at once when the peer stops answering.
+        self.retryable: set[int] = set()
         self.assigned = 0
         self.draining = False
         self.withdrawn = False
+        self.breaker = breaker
+        self.heard = False
+        self.ping_nonce = 0
+        self.ping_sent = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -76,6 +109,9 @@ class Requester(Component):
         environment: str | None = None,
         *,
         timeout: float | None = None,
+        version: str | None = None,
+        attempt_timeout: float | None = None,
+        retry_budget: float | None = None,
         balance: str | None = None,
         interfaces: str | list[str] | tuple[str, ...] | None = None,
         max_message: int | None = None,
@@ -95,7 +131,19 @@ class Requester(Component):
             interfaces=interfaces,
             max_message=max_message,
             max_queued=max_queued,
+            retry_budget=retry_budget,
         )
+        self.version = version or ""
+        try:
+            self._versions = SpecifierSet(self.version)
+        except InvalidSpecifier as exc:
+            raise ConfigError(
+                f"version must be a PEP 440 specifier such as '>=2,<3', got {version!r}: {exc}"
+            ) from None
+        self._attempt_timeout = (
+            None if attempt_timeout is None else self._timeout(attempt_timeout, "attempt_timeout")
+        )
+        self._budget = RetryBudget(self.settings.retry_budget, clock=time.monotonic)
         self._balancer = Balancer(self.settings.balance)
         self._ids = itertools.count(1)
         self._peers: dict[str, _Peer] = {}
@@ -116,9 +164,15 @@ class Requester(Component):
                 "no_responder",
                 "peer_lost",
                 "overloaded",
+                "refusals",
                 "retries",
+                "retries_refused",
+                "attempt_timeouts",
+                "ejections",
+                "unresponsive",
                 "late_replies",
                 "malformed",
+                "version_mismatch",
             ),
             0,
         )
@@ -131,20 +185,26 @@ class Requester(Component):
         payload: Any = None,
         *,
         timeout: float | None = None,
+        attempt_timeout: float | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Any:
         """Call ``type`` on one responder and return what its handler returned.
 
         The deadline is ``timeout`` seconds (default ``MESHRPC_TIMEOUT``); inside a
         handler it is never later than the current call's deadline. With no responder
-        yet, the call waits for one until the deadline.
+        yet, the call waits for one until the deadline. Calls refused before running
+        (overloaded, draining, not sent) are retried on another responder; calls to a
+        handler declared ``idempotent`` are also retried after ``PeerLost`` and, with
+        ``attempt_timeout`` (default: the requester's), after an attempt got no reply
+        in that time. Every retry stays within the deadline and the retry budget.
 
         Raises:
             RemoteError: the handler raised (``UnknownType``: the responder lacks it).
             DeadlineExceeded: no outcome before the deadline.
             NoResponder: no responder for ``type`` appeared before the deadline.
             PeerLost: the responder vanished holding the call; it may have run.
-            Overloaded: every responder tried refused the call without running it.
+            Overloaded: the responders tried refused the call without running it, and
+                the deadline or the retry budget left no further try.
             ProtocolError: the payload cannot be encoded or is too large, or the reply
                 was malformed.
         """
@@ -152,24 +212,33 @@ class Requester(Component):
             raise RuntimeError(f"enter the requester first: `async with {self!r}:`")
         check_type_name(type)
         deadline = time.monotonic() + self._timeout(timeout)
+        per_attempt = (
+            self._attempt_timeout
+            if attempt_timeout is None
+            else self._timeout(attempt_timeout, "attempt_timeout")
+        )
         parent = context._get()
         if parent is not None and parent.deadline < deadline:
             deadline = parent.deadline
         call_meta: dict[str, Any] = {"from": self.name}
         if meta:
             call_meta["m"] = meta
+        self._budget.deposit()
         attempt = 1
-        refusals = 0
+        unsent = 0
+        avoid: _Peer | None = None
         while True:
-            peer = self._choose(type)
+            peer = self._choose(type, avoid)
             if peer is None:
                 await self._wait_for_peer(type, deadline)
                 continue
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 self._stats["timeouts"] += 1
                 raise DeadlineExceeded(f"deadline passed before {type!r} was sent", type=type)
             call_id = next(self._ids)
+            call_meta["t"] = int(time.time() * 1000)
             frame = codec.encode_request(
                 call_id,
                 type,
@@ -188,19 +257,32 @@ class Requester(Component):
                 # again; a peer whose connection is down is no longer a candidate.
                 del peer.pending[call_id]
                 self._invalidate()
-                refusals += 1
-                if refusals > _MAX_REFUSALS:
-                    await anyio.sleep(min(0.005 * refusals, max(0.0, remaining)))
+                unsent += 1
+                if unsent > _MAX_REFUSALS:
+                    await anyio.sleep(min(0.005 * unsent, max(0.0, remaining)))
                 continue
+            retryable = type in peer.ad.idempotent
+            if retryable:
+                peer.retryable.add(call_id)
             peer.assigned += 1
             self._stats["sent"] += 1
+            wait_until = deadline
+            if retryable and per_attempt is not None:
+                wait_until = min(deadline, now + per_attempt)
             try:
-                replied = await call.wait(deadline)
+                replied = await call.wait(wait_until)
             finally:
                 # Also on cancellation: an entry left behind would never be removed.
+                peer.retryable.discard(call_id)
                 if peer.pending.pop(call_id, None) is not None:
                     self._retire_if_idle(peer)
+            error: BaseException | None
             if not replied:
+                self._peer_failed(peer)
+                if wait_until < deadline and self._may_retry(deadline):
+                    self._stats["attempt_timeouts"] += 1
+                    attempt, avoid = attempt + 1, peer
+                    continue
                 self._stats["timeouts"] += 1
                 raise DeadlineExceeded(
                     f"{type!r} got no reply from {peer.ad.name!r} within the deadline",
@@ -208,18 +290,70 @@ class Requester(Component):
                 )
             error = call.error
             if error is None:
+                peer.breaker.success()
                 self._stats["ok"] += 1
                 return call.result
-            if isinstance(error, Overloaded) and refusals < _MAX_REFUSALS:
-                # Refused before running: safe to try again, elsewhere if possible.
-                refusals += 1
-                attempt += 1
-                self._stats["retries"] += 1
-                await anyio.sleep(random.uniform(0, 0.002 * refusals))
-                continue
+            if isinstance(error, _Refused):
+                # Not run (overloaded or draining): safe to try again, elsewhere if we can.
+                # A draining peer refuses each caller at most once, so those retries need
+                # no budget.
+                pause = 0.0 if error.draining else backoff(attempt)
+                if error.draining or self._may_retry(deadline, pause):
+                    if pause:
+                        await anyio.sleep(pause)
+                    attempt, avoid = attempt + 1, peer
+                    continue
+                self._stats["overloaded"] += 1
+                raise Overloaded(f"{error} (no retry left within the deadline and budget)")
+            if isinstance(error, PeerLost):
+                self._peer_failed(peer)
+                if retryable and self._may_retry(deadline):
+                    attempt, avoid = attempt + 1, peer
+                    continue
+                self._stats["peer_lost"] += 1
+            elif isinstance(error, RemoteError) and not isinstance(error, UnknownType):
+                self._peer_failed(peer)
+            else:
+                peer.breaker.success()  # it answered: alive, whatever the verdict
             if isinstance(error, CallError) and error.type is None:
                 error.type = type
             raise error
+
+    def _may_retry(self, deadline: float, pause: float = 0.0) -> bool:
+        """Whether one more attempt fits the deadline and the retry budget (and take it)."""
+        if deadline - time.monotonic() <= pause + 0.001:
+            return False
+        if not self._budget.try_withdraw():
+            self._stats["retries_refused"] += 1
+            return False
+        self._stats["retries"] += 1
+        return True
+
+    def _peer_failed(self, peer: _Peer) -> None:
+        if peer.breaker.ejected:
+            return
+        would_eject = peer.breaker.failures + 1 >= peer.breaker.threshold or peer.breaker.half_open
+        if would_eject and not self._may_eject(peer):
+            peer.breaker.failures += 1
+            return
+        if peer.breaker.failure():
+            self._stats["ejections"] += 1
+            logger.info(
+                "requester %r: %r at %s ejected for %.1fs after %d failures",
+                self.name,
+                peer.ad.name,
+                peer.ad.endpoint,
+                peer.breaker.ejected_until - time.monotonic(),
+                peer.breaker.threshold,
+            )
+            self._invalidate()
+
+    def _may_eject(self, peer: _Peer) -> bool:
+        # Never more than half of the live peers out, and never the last: a wave of bad
+        # requests (or a sick caller) must not take the whole mesh out of rotation.
+        live = [p for p in self._peers.values() if p.usable]
+        ejected = sum(1 for p in live if p.breaker.ejected)
+        return ejected + 1 <= len(live) // 2
 
     async def wait_for_responders(
         self, type: str, n: int = 1, *, timeout: float | None = None
@@ -247,13 +381,16 @@ class Requester(Component):
                 )
 
     def statistics(self) -> dict[str, Any]:
-        """Counters since start, plus peers, usable peers and calls in flight."""
+        """Counters since start, plus peers (known, usable, ejected), calls in flight and
+        waiting, and the retry tokens available now."""
         return {
             **self._stats,
             "peers": len(self._peers),
             "usable_peers": sum(1 for p in self._peers.values() if p.usable),
+            "ejected_peers": sum(1 for p in self._peers.values() if p.breaker.ejected),
             "in_flight": sum(p.in_flight for p in self._peers.values()),
             "waiting_for_responder": self._waiting,
+            "retry_tokens": round(self._budget.available(), 2),
         }
 
     def responders(self) -> list[Advertisement]:
@@ -276,6 +413,7 @@ class Requester(Component):
             self._discovery = discovery
             # Started (not start_soon) so the watch is live when `async with` returns.
             await tg.start(self._watch, name=f"meshrpc-watch {self.name}")
+            tg.start_soon(self._tend, name=f"meshrpc-tend {self.name}")
         except BaseException:
             await self._shutdown()
             raise
@@ -329,6 +467,18 @@ class Requester(Component):
         ):
             return
         existing = self._peers.get(ad.instance_id)
+        if event.kind != "removed" and not self._version_ok(ad):
+            self._stats["version_mismatch"] += 1
+            logger.debug(
+                "requester %r skips %r version %r (wants %r)",
+                self.name,
+                ad.name,
+                ad.version,
+                self.version,
+            )
+            if existing is None:
+                return
+            event = DiscoveryEvent("removed", ad)  # an update to a version we do not want
         if event.kind == "removed":
             if existing is not None:
                 del self._peers[ad.instance_id]
@@ -346,7 +496,15 @@ class Requester(Component):
             existing.withdrawn = True
             self._fail_pending(existing, "the responder restarted")
             self._retire_if_idle(existing)
-        peer = _Peer(ad)
+        for other in [p for p in self._peers.values() if p.ad.endpoint == ad.endpoint]:
+            # Another instance on this endpoint means that one is gone (a port has one
+            # owner): a process killed without goodbye, whose record mDNS would keep
+            # for a long time, and which must not hold a second connection to the new.
+            del self._peers[other.ad.instance_id]
+            other.withdrawn = True
+            self._fail_pending(other, "another responder took over its endpoint")
+            self._retire_if_idle(other)
+        peer = _Peer(ad, Breaker(clock=time.monotonic))
         self._peers[ad.instance_id] = peer
         assert self._transport is not None
         assert self._tg is not None
@@ -369,6 +527,7 @@ class Requester(Component):
         self._invalidate()
 
     def _on_frame(self, peer: _Peer, frame: bytes) -> None:
+        peer.heard = True
         try:
             message = codec.decode(frame, max_size=self.settings.max_message)
         except ProtocolError as exc:
@@ -387,6 +546,7 @@ class Requester(Component):
             if call is None:
                 self._stats["late_replies"] += 1
                 return
+            peer.retryable.discard(message.call_id)
             call.error = self._error(peer, message)
             call.set()
             if message.code == "draining":
@@ -396,7 +556,8 @@ class Requester(Component):
             peer.draining = True
             self._invalidate()
         elif isinstance(message, Pong):
-            pass
+            if message.nonce == peer.ping_nonce:
+                peer.ping_sent = 0.0
         else:
             self._stats["malformed"] += 1
         if peer.withdrawn:
@@ -406,8 +567,10 @@ class Requester(Component):
         code = message.code
         name = peer.ad.name
         if code in ("overloaded", "draining"):
-            self._stats["overloaded"] += 1
-            return Overloaded(f"{name!r} refused the call: {message.message}")
+            self._stats["refusals"] += 1
+            return _Refused(
+                f"{name!r} refused the call: {message.message}", draining=code == "draining"
+            )
         if code == "expired":
             self._stats["timeouts"] += 1
             return DeadlineExceeded(f"{name!r} received the call after its deadline")
@@ -420,8 +583,8 @@ class Requester(Component):
 
     def _fail_pending(self, peer: _Peer, why: str) -> None:
         calls, peer.pending = peer.pending, {}
+        peer.retryable.clear()
         for call in calls.values():
-            self._stats["peer_lost"] += 1
             call.error = PeerLost(
                 f"{why} ({peer.ad.name!r} at {peer.ad.endpoint}); the call may or may not have run"
             )
@@ -443,18 +606,23 @@ class Requester(Component):
     def _usable(self, type: str) -> list[_Peer]:
         peers = self._candidates.get(type)
         if peers is None:
-            peers = [p for p in self._peers.values() if p.usable and type in p.ad.types]
+            live = [p for p in self._peers.values() if p.usable and type in p.ad.types]
+            # Ejected peers only when nothing else is left: never eject the last one.
+            peers = [p for p in live if not p.breaker.ejected] or live
             self._candidates[type] = peers
         return peers
 
-    def _choose(self, type: str) -> _Peer | None:
+    def _choose(self, type: str, avoid: _Peer | None = None) -> _Peer | None:
         peers = self._usable(type)
         if not peers:
             return None
+        if avoid is not None and len(peers) > 1 and avoid in peers:
+            # A retry goes elsewhere when there is an elsewhere.
+            peers = [p for p in peers if p is not avoid]
         peer = self._balancer.choose(peers)
         if not peer.usable:  # changed since the list was cached
             self._invalidate()
-            return self._choose(type)
+            return self._choose(type, avoid)
         return peer
 
     def _invalidate(self) -> None:
@@ -488,7 +656,7 @@ class Requester(Component):
                 type=type,
             )
 
-    def _timeout(self, timeout: float | None) -> float:
+    def _timeout(self, timeout: float | None, what: str = "timeout") -> float:
         if timeout is None:
             return self.settings.timeout
         if (
@@ -496,5 +664,69 @@ class Requester(Component):
             or not isinstance(timeout, (int, float))
             or not (math.isfinite(timeout) and timeout > 0)
         ):
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            raise ConfigError(f"{what} must be a positive number of seconds, got {timeout!r}")
         return float(timeout)
+
+    def _version_ok(self, ad: Advertisement) -> bool:
+        if not self.version:
+            return True
+        try:
+            return Version(ad.version) in self._versions
+        except InvalidVersion:
+            return False  # no version, or not PEP 440: cannot satisfy a specifier
+
+    # -- liveness -----------------------------------------------------------------
+
+    async def _tend(self) -> None:
+        """Re-admit ejected peers whose time is up; PING peers that hold calls but went
+        quiet, and treat one that does not answer as unresponsive.
+
+        ZeroMQ heartbeats are answered by libzmq's own thread, so they cannot see a
+        responder whose event loop is stuck; only an application-level PING can.
+        """
+        nonces = itertools.count(1)
+        while True:
+            await anyio.sleep(_TEND_INTERVAL)
+            now = time.monotonic()
+            changed = False
+            for peer in list(self._peers.values()):
+                if peer.breaker.maybe_readmit():
+                    changed = True
+                if not peer.pending or peer.conn is None or not peer.conn.is_up:
+                    peer.heard, peer.ping_sent = False, 0.0
+                    continue
+                if peer.heard:
+                    peer.heard, peer.ping_sent = False, 0.0
+                    continue
+                if not peer.ping_sent:
+                    peer.ping_nonce = next(nonces)
+                    peer.ping_sent = now
+                    peer.conn.send(codec.encode(Ping(peer.ping_nonce)))
+                elif now - peer.ping_sent > _PING_TIMEOUT:
+                    peer.ping_sent = now  # ask again later rather than every tick
+                    self._unresponsive(peer, now)
+                    changed = True
+            if changed:
+                self._invalidate()
+
+    def _unresponsive(self, peer: _Peer, now: float) -> None:
+        self._stats["unresponsive"] += 1
+        logger.warning(
+            "requester %r: %r at %s holds %d calls and has not answered a PING for %.1fs",
+            self.name,
+            peer.ad.name,
+            peer.ad.endpoint,
+            len(peer.pending),
+            _PING_TIMEOUT,
+        )
+        if not peer.breaker.ejected and self._may_eject(peer):
+            peer.breaker.eject()
+            self._stats["ejections"] += 1
+        # Calls to idempotent handlers go elsewhere now; the others keep waiting for
+        # their reply or deadline, since running them twice is not allowed.
+        for call_id in list(peer.retryable):
+            call = peer.pending.pop(call_id, None)
+            if call is not None:
+                call.error = PeerLost(f"{peer.ad.name!r} at {peer.ad.endpoint} stopped answering")
+                call.set()
+        peer.retryable.clear()

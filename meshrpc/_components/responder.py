@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 import traceback
 from collections import OrderedDict
@@ -94,7 +95,9 @@ class Responder(Component):
         self._draining = False
         self._in_flight = 0
         self._idle: anyio.Event | None = None
-        self._peers: OrderedDict[bytes, None] = OrderedDict()
+        # Per requester: [smallest (receive wall time - send wall time) seen, when], so a
+        # request held up on the way (a frozen process, a healed partition) shows its age.
+        self._peers: OrderedDict[bytes, list[float]] = OrderedDict()
         self._stats = dict.fromkeys(
             (
                 "received",
@@ -104,6 +107,7 @@ class Responder(Component):
                 "overloaded",
                 "refused_draining",
                 "expired",
+                "stale",
                 "malformed",
                 "replies_dropped",
                 "pings",
@@ -184,6 +188,7 @@ class Responder(Component):
                 endpoint=f"tcp://{self._advertise_host()}:{port}",
                 version=self.version,
                 types=self.types,
+                idempotent=tuple(t for t, r in self._routes.items() if r.idempotent),
                 **self._identity(),
             )
             await discovery.start()
@@ -248,10 +253,13 @@ class Responder(Component):
     # -- serving ------------------------------------------------------------------
 
     def _on_frame(self, peer: bytes, frame: bytes) -> None:
-        self._peers[peer] = None
-        self._peers.move_to_end(peer)
-        if len(self._peers) > _MAX_REMEMBERED_PEERS:
-            self._peers.popitem(last=False)
+        clock = self._peers.get(peer)
+        if clock is None:
+            clock = self._peers[peer] = [math.inf, 0.0]
+            if len(self._peers) > _MAX_REMEMBERED_PEERS:
+                self._peers.popitem(last=False)
+        else:
+            self._peers.move_to_end(peer)
         try:
             message = codec.decode(frame, max_size=self.settings.max_message)
         except ProtocolError as exc:
@@ -262,7 +270,7 @@ class Responder(Component):
                 self._reply_error(peer, call_id, "bad_request", "ProtocolError", str(exc))
             return
         if isinstance(message, Request):
-            self._on_request(peer, message)
+            self._on_request(peer, message, clock)
         elif isinstance(message, Ping):
             self._stats["pings"] += 1
             self._send(peer, codec.encode(Pong(message.nonce)))
@@ -270,7 +278,7 @@ class Responder(Component):
             self._stats["malformed"] += 1
             logger.debug("unexpected %s from %r dropped", type(message).__name__, peer)
 
-    def _on_request(self, peer: bytes, request: Request) -> None:
+    def _on_request(self, peer: bytes, request: Request, clock: list[float]) -> None:
         self._stats["received"] += 1
         route = self._routes.get(request.type)
         if route is None:
@@ -288,9 +296,12 @@ class Responder(Component):
             self._stats["refused_draining"] += 1
             self._reply_error(peer, request.call_id, "draining", "Draining", "responder draining")
             return
-        if request.deadline_ms <= 0:
-            self._stats["expired"] += 1
-            self._reply_error(peer, request.call_id, "expired", "DeadlineExceeded", "expired")
+        left_ms = request.deadline_ms - _delay_ms(clock, request.meta.get("t"))
+        if left_ms <= 0:
+            stale = request.deadline_ms > 0
+            self._stats["stale" if stale else "expired"] += 1
+            why = "held up on the way past its deadline" if stale else "expired"
+            self._reply_error(peer, request.call_id, "expired", "DeadlineExceeded", why)
             return
         if self._in_flight >= self.settings.max_concurrency:
             self._stats["overloaded"] += 1
@@ -303,7 +314,7 @@ class Responder(Component):
             )
             return
         assert self._runtime is not None
-        deadline = time.monotonic() + request.deadline_ms / 1000.0
+        deadline = time.monotonic() + left_ms / 1000.0
         self._in_flight += 1
         self._runtime.spawn(self._run_call, peer, request, route, deadline)
 
@@ -396,6 +407,30 @@ class Responder(Component):
     def _send(self, peer: bytes, frame: bytes) -> None:
         if self._listener is None or not self._listener.send(peer, frame):
             self._stats["replies_dropped"] += 1
+
+
+def _delay_ms(clock: list[float], sent_ms: Any) -> float:
+    """How much longer than usual a request took to arrive, from its send time.
+
+    Clocks of two hosts differ, so the absolute transit time is unknown; but the
+    smallest (receive - send) difference seen from one requester is that offset plus
+    the fastest transit, and a request whose difference is much larger sat somewhere
+    (a frozen process, a partition that healed) and has that much less time left. The
+    baseline creeps up by 1 % of the time elapsed so a stepped clock is forgotten.
+    """
+    if not isinstance(sent_ms, int) or isinstance(sent_ms, bool):
+        return 0.0  # an older or foreign requester: only the relative deadline applies
+    now = time.time()
+    observed = now * 1000.0 - sent_ms
+    baseline, at = clock
+    if observed <= baseline:
+        clock[0], clock[1] = observed, now
+        return 0.0
+    creep = (now - at) * 10.0  # ms: 1 % of the seconds since the baseline was set
+    if creep >= observed - baseline:
+        clock[0], clock[1] = observed, now
+        return 0.0
+    return observed - baseline - creep
 
 
 def _run_before(deadline: float, fn: Handler, payload: Any) -> tuple[bool, Any]:

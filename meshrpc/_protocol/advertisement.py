@@ -1,8 +1,9 @@
 """What a component announces, and its encoding as DNS-SD TXT properties.
 
 TXT strings are limited to 255 bytes each, so the list of types is split over as
-many ``t0``, ``t1``... keys as needed. Decoding rejects anything malformed with
-:class:`ProtocolError`; discovery backends drop (and count) such records.
+many ``t0``, ``t1``... keys as needed (the idempotent ones likewise over ``i0``,
+``i1``...). Decoding rejects anything malformed with :class:`ProtocolError`;
+discovery backends drop (and count) such records.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Advertisement:
     environment: str = ""
     version: str = ""
     types: tuple[str, ...] = ()
+    idempotent: tuple[str, ...] = ()
+    """The subset of ``types`` whose handlers are safe to run more than once."""
     protocol: int = PROTOCOL_VERSION
     host: str = ""
     pid: int = 0
@@ -95,6 +98,8 @@ class Advertisement:
                 raise ConfigError(f"advertised {name!r} is too long: {value[:40]!r}...")
         for index, chunk in enumerate(_chunks(self.types)):
             props[f"t{index}"] = chunk
+        for index, chunk in enumerate(_chunks(self.idempotent)):
+            props[f"i{index}"] = chunk
         return props
 
     @classmethod
@@ -129,7 +134,8 @@ class Advertisement:
                 key=text.get("key", ""),
                 environment=text.get("env", ""),
                 version=text.get("ver", ""),
-                types=_join_types(text),
+                types=_join_types(text, "t"),
+                idempotent=_join_types(text, "i"),
                 protocol=protocol,
                 host=text.get("h", ""),
                 pid=pid,
@@ -157,11 +163,11 @@ def _chunks(types: tuple[str, ...]) -> list[str]:
     return chunks
 
 
-def _join_types(text: dict[str, str]) -> tuple[str, ...]:
+def _join_types(text: dict[str, str], prefix: str) -> tuple[str, ...]:
     types: list[str] = []
     index = 0
-    while f"t{index}" in text:
-        types.extend(t for t in text[f"t{index}"].split("\n") if t)
+    while f"{prefix}{index}" in text:
+        types.extend(t for t in text[f"{prefix}{index}"].split("\n") if t)
         index += 1
         if len(types) > _MAX_TYPES:
             raise ValueError("too many types")

@@ -75,8 +75,8 @@ class ZmqTransport:
         self,
         *,
         max_message: int = 16 * 1024 * 1024,
-        heartbeat_interval: float = 1.0,
-        heartbeat_timeout: float = 3.0,
+        heartbeat_interval: float = 0.5,
+        heartbeat_timeout: float = 1.5,
         handshake_timeout: float = 5.0,
         high_water_mark: int = 10_000,
     ) -> None:
