@@ -95,10 +95,20 @@ class Requester(_Blocking):
         payload: Any = None,
         *,
         timeout: float | None = None,
+        attempt_timeout: float | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Any:
         """Call ``type`` and return the result; raises what the async ``send`` raises."""
-        return self._call(partial(self._component.send, type, payload, timeout=timeout, meta=meta))
+        return self._call(
+            partial(
+                self._component.send,
+                type,
+                payload,
+                timeout=timeout,
+                attempt_timeout=attempt_timeout,
+                meta=meta,
+            )
+        )
 
     def wait_for_responders(self, type: str, n: int = 1, *, timeout: float | None = None) -> int:
         """Block until ``n`` responders answer ``type``; raises ``NoResponder`` otherwise."""

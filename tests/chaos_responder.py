@@ -4,7 +4,8 @@ Handlers:
   work   (not idempotent) sleeps ``payload["sleep"]`` seconds, returns who ran it
   iwork  (idempotent) the same
 The fail flag file, while it exists, makes both raise; the hang flag makes them wait
-far beyond any deadline (an event loop that is free, a handler that is stuck).
+far beyond any deadline (an event loop that is free, a handler that is stuck); the
+block flag makes them block the whole event loop until it is removed.
 Prints ``READY <endpoint>`` once serving; SIGTERM/SIGINT drain and exit 0.
 """
 
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=None)
     parser.add_argument("--fail-flag", default="")
     parser.add_argument("--hang-flag", default="")
+    parser.add_argument("--block-flag", default="")
     parser.add_argument("--backend", default="asyncio")
     args = parser.parse_args()
     log = open(args.log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -72,6 +74,8 @@ def main() -> None:
             log.write(json.dumps(record) + "\n")
             if flagged(args.hang_flag):
                 await anyio.sleep(3600)
+            while flagged(args.block_flag):
+                time.sleep(0.05)  # noqa: ASYNC251 - on purpose: blocks the event loop
             await anyio.sleep(payload.get("sleep", 0))
             if flagged(args.fail_flag):
                 raise RuntimeError(f"{args.name} is failing on purpose")

@@ -258,3 +258,28 @@ async def test_o4_failing_responder_is_ejected_probed_and_brought_back(
             await anyio.sleep(0.01)
         assert client.statistics()["ejected_peers"] == 0
         history.check(allowed={"OK", "RemoteError"})
+
+
+async def test_p7b_blocked_event_loop_is_found_by_ping_and_idempotent_calls_fail_over(
+    chaos: tuple[History, object], namespace: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    # ZeroMQ heartbeats are answered by libzmq's own thread, so a process whose event
+    # loop is stuck looks alive to them; only the application-level PING notices.
+    history, start = chaos
+    block = tmp_path / "block"
+    start("blocker", "--block-flag", str(block))  # type: ignore[operator]
+    start("free")  # type: ignore[operator]
+    async with Requester(name="p7b", namespace=namespace) as client:
+        await client.wait_for_responders("iwork", 2, timeout=20)
+        for _ in range(10):
+            await history.call(client, "iwork")  # both warm and answering
+        block.touch()
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: history.load(client, stop, workers=4, type="iwork", timeout=8))
+            await eventually(lambda: client.statistics()["unresponsive"] >= 1, timeout=6)
+            await eventually(lambda: len(history.calls) > 60, timeout=10)
+            stop.set()
+        block.unlink()
+        history.check(allowed={"OK"})
+        assert client.statistics()["ejections"] >= 1

@@ -59,3 +59,11 @@ def test_every_variable_is_documented_and_prefixed() -> None:
     for var in VARIABLES:
         assert var.env.startswith("MESHRPC_")
         assert var.help
+
+
+def test_readme_table_lists_every_variable() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for var in VARIABLES:
+        assert f"| `{var.env}` |" in readme, f"{var.env} missing from the README table"
