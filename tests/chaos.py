@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from meshrpc import MeshError, Requester
+from tests.netns import Host
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "chaos_responder.py"
@@ -37,20 +38,18 @@ CLOCK_SLACK = 0.005
 class Child:
     """One chaos responder process, ended by its PID."""
 
-    def __init__(self, name: str, namespace: str, log_dir: Path, *args: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        log_dir: Path,
+        *args: str,
+        host: Host | None = None,
+    ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.{time.monotonic_ns()}.jsonl"
-        env = {**os.environ, "MESHRPC_INTERFACES": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = str(ROOT)
-        command = [sys.executable, str(CHILD), "--name", name, "--namespace", namespace]
-        command += ["--log", str(self.log), *args]
-        self.proc = subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.proc = spawn(CHILD, "--name", name, "--namespace", namespace, "--log", str(self.log),
+                          *args, host=host)  # fmt: skip
         self.started = time.time()
         self.endpoint = ""
 
@@ -205,6 +204,20 @@ class History:
         return {"calls": len(self.calls), "outcomes": dict(outcomes), "executions": len(runs)}
 
 
+def spawn(script: Path, *args: str, host: Host | None = None) -> subprocess.Popen[str]:
+    """Start ``script`` on loopback, or inside a test host's network namespace."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    env["MESHRPC_INTERFACES"] = host.address if host else "127.0.0.1"
+    command = [sys.executable, str(script), *args]
+    return subprocess.Popen(
+        host.command(*command) if host else command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def type_name(exc: BaseException) -> str:
     return type(exc).__name__
 
@@ -213,8 +226,8 @@ def children_factory(namespace: str, log_dir: Path) -> tuple[Callable[..., Child
     """A ``start(name, *args)`` function and the list of every child it started."""
     started: list[Child] = []
 
-    def start(name: str, *args: str, ready: bool = True) -> Child:
-        child = Child(name, namespace, log_dir, *args)
+    def start(name: str, *args: str, ready: bool = True, host: Host | None = None) -> Child:
+        child = Child(name, namespace, log_dir, *args, host=host)
         started.append(child)
         if ready:
             child.wait_ready()
