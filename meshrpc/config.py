@@ -163,7 +163,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "MESHRPC_RETRY_BUDGET",
         "retry_budget",
-        0.2,
+        0.1,
         _non_negative_float,
         "Retries a requester may add, as a share of its calls (plus a reserve of 5 a "
         "second), so a failing mesh is not flooded; 0 allows only the reserve.",

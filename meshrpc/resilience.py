@@ -34,7 +34,7 @@ class RetryBudget:
 
     def __init__(
         self,
-        ratio: float = 0.2,
+        ratio: float = 0.1,
         *,
         min_per_second: float = 5.0,
         window: float = 10.0,

@@ -1,7 +1,8 @@
 """A requester process for chaos tests on several hosts: runs recorded load for a fixed
 time, samples its statistics, and writes the whole history as JSON.
 
-Output: {"calls": [...Call fields...], "samples": [[wall time, usable_peers], ...]}.
+Output: {"calls": [...Call fields...], "statistics": {...},
+         "samples": [[wall time, selectable peers, usable peers], ...]}.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tests.chaos import History
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     history = History(Path(args.out).parent)
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, int]] = []
     async with Requester(name="chaos-requester", namespace=args.namespace) as client:
         await client.wait_for_responders(args.type, args.responders, timeout=30)
         print("READY", flush=True)
@@ -40,7 +41,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             ends = time.monotonic() + args.duration
             while time.monotonic() < ends:
-                samples.append((time.time(), client.statistics()["usable_peers"]))
+                stats = client.statistics()
+                samples.append((time.time(), stats["selectable_peers"], stats["usable_peers"]))
                 await anyio.sleep(0.05)
             stop.set()
         stats = client.statistics()

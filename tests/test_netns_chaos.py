@@ -62,8 +62,10 @@ def test_n1_partitioned_host_is_detected_failed_over_and_rejoins(
     history.calls = [Call(**c) for c in data["calls"]]
     summary = history.check(allowed={"OK"})  # idempotent calls fail over: nothing fails
     samples = data["samples"]
-    detected = next(t for t, usable in samples if t > cut_at and usable == 1) - cut_at
-    rejoined = next(t for t, usable in samples if t > healed_at and usable == 2) - healed_at
+    detected = next(t for t, selectable, _ in samples if t > cut_at and selectable == 1) - cut_at
+    rejoined = (
+        next(t for t, selectable, _ in samples if t > healed_at and selectable == 2) - healed_at
+    )
     assert detected < 3.0, summary
     assert rejoined < 4.0, summary
     assert any(c.by == "r1" for c in history.calls if c.sent > healed_at + rejoined), summary

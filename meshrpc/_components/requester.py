@@ -388,6 +388,9 @@ class Requester(Component):
             "peers": len(self._peers),
             "usable_peers": sum(1 for p in self._peers.values() if p.usable),
             "ejected_peers": sum(1 for p in self._peers.values() if p.breaker.ejected),
+            "selectable_peers": sum(
+                1 for p in self._peers.values() if p.usable and not p.breaker.ejected
+            ),
             "in_flight": sum(p.in_flight for p in self._peers.values()),
             "waiting_for_responder": self._waiting,
             "retry_tokens": round(self._budget.available(), 2),
