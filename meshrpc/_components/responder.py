@@ -164,8 +164,14 @@ class Responder(Component):
         return self._advertisement.endpoint if self._advertisement else None
 
     def statistics(self) -> dict[str, Any]:
-        """Counters since start, plus ``in_flight`` and ``draining``."""
-        return {**self._stats, "in_flight": self._in_flight, "draining": self._draining}
+        """Counters since start, plus ``in_flight``, ``draining`` and ``peers`` (the
+        requesters heard from, up to the last 10,000)."""
+        return {
+            **self._stats,
+            "in_flight": self._in_flight,
+            "draining": self._draining,
+            "peers": len(self._peers),
+        }
 
     # -- lifecycle ----------------------------------------------------------------
 
