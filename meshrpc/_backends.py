@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from meshrpc.config import Settings
 from meshrpc.discovery.base import Discovery
+from meshrpc.security import MeshKeys
 from meshrpc.transport.base import Transport
 
 __all__ = ["default_discovery", "default_transport"]
@@ -20,8 +21,13 @@ def default_discovery(settings: Settings) -> Discovery:
     return MdnsDiscovery(interfaces=settings.interfaces)
 
 
-def default_transport(settings: Settings) -> Transport:
-    """The ZeroMQ transport, with the message size limit of ``settings``."""
+def default_transport(settings: Settings, keys: MeshKeys | None = None) -> Transport:
+    """The ZeroMQ transport for ``settings``; with mesh ``keys``, CurveZMQ everywhere."""
     from meshrpc.transport.zmq import ZmqTransport
 
-    return ZmqTransport(max_message=settings.max_message)
+    return ZmqTransport(
+        max_message=settings.max_message,
+        handshake_timeout=settings.handshake_timeout,
+        curve_secret=keys.curve_secret if keys else None,
+        key_id=keys.key_id if keys else "",
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshrpc.errors import ConfigError
+from meshrpc.security import Secret
 
 __all__ = ["VARIABLES", "Settings", "Variable", "load_settings"]
 
@@ -29,6 +30,8 @@ class Variable:
     default: Any
     parse: Callable[[str], Any]
     help: str
+    sensitive: bool = False
+    """Never echo the value (in errors, reprs or docs)."""
 
 
 def _positive_float(raw: str) -> float:
@@ -84,6 +87,13 @@ def _discovery(raw: str) -> str:
     if value != "mdns":
         raise ValueError("only 'mdns' is available in this release")
     return value
+
+
+def _secret(raw: str) -> Secret:
+    try:
+        return Secret(raw)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _text(raw: str) -> str:
@@ -169,6 +179,30 @@ VARIABLES: tuple[Variable, ...] = (
         "second), so a failing mesh is not flooded; 0 allows only the reserve.",
     ),
     Variable(
+        "MESHRPC_SECRET",
+        "secret",
+        None,
+        _secret,
+        "Mesh secret (16+ characters): members derive CurveZMQ keys from it, encrypt and "
+        "authenticate every connection, and sign advertisements; others are refused.",
+        sensitive=True,
+    ),
+    Variable(
+        "MESHRPC_HANDSHAKE_TIMEOUT",
+        "handshake_timeout",
+        5.0,
+        _positive_float,
+        "Seconds a new connection may take to complete its handshake before it is closed.",
+    ),
+    Variable(
+        "MESHRPC_MAX_PEERS",
+        "max_peers",
+        1024,
+        _positive_int,
+        "Responders (or publishers) a component connects to at most; further "
+        "advertisements are ignored and counted, so a flood cannot exhaust memory.",
+    ),
+    Variable(
         "MESHRPC_DRAIN_TIMEOUT",
         "drain_timeout",
         10.0,
@@ -212,6 +246,9 @@ class Settings:
     max_concurrency: int
     max_queued: int
     retry_budget: float
+    secret: Secret | None
+    handshake_timeout: float
+    max_peers: int
     drain_timeout: float
     send_tracebacks: bool
 
@@ -234,7 +271,8 @@ def load_settings(
         try:
             values[var.field] = var.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{var.env}={raw!r} is invalid: {exc}") from None
+            shown = var.env if var.sensitive else f"{var.env}={raw!r}"
+            raise ConfigError(f"{shown} is invalid: {exc}") from None
     for field, value in (overrides or {}).items():
         if value is None:
             continue
@@ -248,10 +286,15 @@ def load_settings(
 def _check_override(var: Variable, value: Any) -> Any:
     # Keyword arguments get the same validation as their variables, so the error a
     # user sees does not depend on where the value came from.
+    if isinstance(value, Secret) and var.sensitive:
+        return value
+    shown = var.field if var.sensitive else f"{var.field}={value!r}"
     if isinstance(value, bool) and var.default is not True and var.default is not False:
-        raise ConfigError(f"{var.field}={value!r} is invalid")
+        raise ConfigError(f"{shown} is invalid")
+    if var.sensitive and not isinstance(value, str):
+        raise ConfigError(f"{shown} must be a string or a meshrpc.security.Secret")
     raw = ",".join(value) if isinstance(value, (tuple, list)) else str(value)
     try:
         return var.parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{var.field}={value!r} is invalid: {exc}") from None
+        raise ConfigError(f"{shown} is invalid: {exc}") from None

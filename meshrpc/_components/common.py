@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -11,12 +12,16 @@ import anyio
 from anyio.abc import TaskStatus
 
 from meshrpc._backends import default_discovery, default_transport
+from meshrpc._protocol.advertisement import Advertisement
 from meshrpc.config import Settings, load_settings
 from meshrpc.discovery.base import Discovery
 from meshrpc.errors import ConfigError
+from meshrpc.security import FOREIGN, MeshKeys, derive, sign, verify
 from meshrpc.transport.base import Transport
 
 __all__ = ["Component"]
+
+logger = logging.getLogger("meshrpc")
 
 
 class Component:
@@ -45,6 +50,7 @@ class Component:
         self._discovery_arg = discovery
         self._transport_arg = transport
         self._entered = False
+        self._keys: MeshKeys | None = None
 
     @property
     def namespace(self) -> str:
@@ -74,9 +80,31 @@ class Component:
         self._entered = True
 
     def _backends(self) -> tuple[Discovery, Transport]:
+        if self.settings.secret is not None:
+            self._keys = derive(self.settings.secret)
         discovery = self._discovery_arg or default_discovery(self.settings)
-        transport = self._transport_arg or default_transport(self.settings)
+        transport = self._transport_arg or default_transport(self.settings, self._keys)
         return discovery, transport
+
+    def _sign(self, ad: Advertisement) -> Advertisement:
+        return sign(ad, self._keys) if self._keys is not None else ad
+
+    def _admit(self, ad: Advertisement, stats: dict[str, int]) -> bool:
+        """Whether ``ad`` is a member of our mesh: same partition labels, and with a
+        secret, a valid signature under it (counted in ``stats`` as ``forged_ads``, or
+        ``foreign_ads`` when signed under another secret)."""
+        if not ad.same_mesh(self.settings.namespace, self.settings.key, self.settings.environment):
+            return False
+        if self._keys is None:
+            return not ad.mac  # a signed advertisement belongs to a private mesh
+        why = verify(ad, self._keys)
+        if why is None:
+            return True
+        # Another mesh's members share the LAN legitimately; anything else is forged,
+        # tampered with, or from a member without the secret.
+        stats["foreign_ads" if why == FOREIGN else "forged_ads"] += 1
+        logger.debug("ignoring advertisement of %r at %r: %s", ad.name, ad.endpoint, why)
+        return False
 
     def _bind_host(self) -> str:
         interfaces = self.settings.interfaces

@@ -34,6 +34,7 @@ from meshrpc._protocol.advertisement import Advertisement
 from meshrpc._protocol.envelope import Welcome
 from meshrpc.discovery.base import Discovery
 from meshrpc.errors import ConfigError, NoResponder
+from meshrpc.security import Secret
 from meshrpc.transport.base import EventSource, Transport
 
 __all__ = ["Publisher"]
@@ -66,6 +67,8 @@ class Publisher(Component):
         port: int | None = None,
         interfaces: str | list[str] | tuple[str, ...] | None = None,
         max_message: int | None = None,
+        secret: str | Secret | None = None,
+        handshake_timeout: float | None = None,
         discovery: Discovery | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -78,6 +81,8 @@ class Publisher(Component):
             transport=transport,
             port=port,
             interfaces=interfaces,
+            secret=secret,
+            handshake_timeout=handshake_timeout,
             max_message=max_message,
         )
         if isinstance(topics, str):
@@ -201,6 +206,7 @@ class Publisher(Component):
             )
             await discovery.start()
             self._discovery = discovery
+            self._advertisement = self._sign(self._advertisement)
             await discovery.register(self._advertisement)
         except BaseException:
             await self._shutdown()

@@ -33,6 +33,7 @@ from meshrpc.errors import (
     UnknownType,
 )
 from meshrpc.resilience import Breaker, RetryBudget, backoff
+from meshrpc.security import Secret
 from meshrpc.transport.base import Connection, PeerState, Transport
 
 __all__ = ["Requester"]
@@ -64,6 +65,7 @@ class _Peer:
         "breaker",
         "conn",
         "draining",
+        "greeted",
         "heard",
         "pending",
         "ping_nonce",
@@ -82,6 +84,9 @@ class _Peer:
         self.draining = False
         self.withdrawn = False
         self.breaker = breaker
+        # Up at the transport is not enough: a peer takes calls once it answered a PING,
+        # so an endpoint that speaks ZMTP but not meshrpc never receives any.
+        self.greeted = False
         self.heard = False
         self.ping_nonce = 0
         self.ping_sent = 0.0
@@ -93,7 +98,13 @@ class _Peer:
     @property
     def usable(self) -> bool:
         conn = self.conn
-        return conn is not None and conn.is_up and not self.draining and not self.withdrawn
+        return (
+            conn is not None
+            and conn.is_up
+            and self.greeted
+            and not self.draining
+            and not self.withdrawn
+        )
 
 
 class Requester(Component):
@@ -116,6 +127,9 @@ class Requester(Component):
         interfaces: str | list[str] | tuple[str, ...] | None = None,
         max_message: int | None = None,
         max_queued: int | None = None,
+        secret: str | Secret | None = None,
+        handshake_timeout: float | None = None,
+        max_peers: int | None = None,
         discovery: Discovery | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -129,6 +143,9 @@ class Requester(Component):
             timeout=timeout,
             balance=balance,
             interfaces=interfaces,
+            secret=secret,
+            handshake_timeout=handshake_timeout,
+            max_peers=max_peers,
             max_message=max_message,
             max_queued=max_queued,
             retry_budget=retry_budget,
@@ -146,6 +163,7 @@ class Requester(Component):
         self._budget = RetryBudget(self.settings.retry_budget, clock=time.monotonic)
         self._balancer = Balancer(self.settings.balance)
         self._ids = itertools.count(1)
+        self._nonces = itertools.count(1)
         self._peers: dict[str, _Peer] = {}
         self._candidates: dict[str, list[_Peer]] = {}
         self._retiring: set[Connection] = set()
@@ -172,6 +190,9 @@ class Requester(Component):
                 "unresponsive",
                 "late_replies",
                 "malformed",
+                "forged_ads",
+                "foreign_ads",
+                "peers_refused",
                 "version_mismatch",
             ),
             0,
@@ -464,9 +485,7 @@ class Requester(Component):
             ad.kind != "responder"
             or ad.protocol != PROTOCOL_VERSION
             or not ad.endpoint
-            or not ad.same_mesh(
-                self.settings.namespace, self.settings.key, self.settings.environment
-            )
+            or not self._admit(ad, self._stats)
         ):
             return
         existing = self._peers.get(ad.instance_id)
@@ -507,6 +526,16 @@ class Requester(Component):
             other.withdrawn = True
             self._fail_pending(other, "another responder took over its endpoint")
             self._retire_if_idle(other)
+        if len(self._peers) >= self.settings.max_peers:
+            self._stats["peers_refused"] += 1
+            logger.warning(
+                "requester %r ignores responder %r at %s: already %d known (max_peers)",
+                self.name,
+                ad.name,
+                ad.endpoint,
+                len(self._peers),
+            )
+            return
         peer = _Peer(ad, Breaker(clock=time.monotonic))
         self._peers[ad.instance_id] = peer
         assert self._transport is not None
@@ -525,9 +554,12 @@ class Requester(Component):
 
     def _on_state(self, peer: _Peer, state: PeerState) -> None:
         if state == "down":
+            peer.greeted = False
             self._fail_pending(peer, "the connection to the responder was lost")
             self._retire_if_idle(peer)
-        self._invalidate()
+            self._invalidate()
+        else:
+            self._greet(peer)
 
     def _on_frame(self, peer: _Peer, frame: bytes) -> None:
         peer.heard = True
@@ -561,6 +593,9 @@ class Requester(Component):
         elif isinstance(message, Pong):
             if message.nonce == peer.ping_nonce:
                 peer.ping_sent = 0.0
+                if not peer.greeted:
+                    peer.greeted = True
+                    self._invalidate()
         else:
             self._stats["malformed"] += 1
         if peer.withdrawn:
@@ -687,7 +722,7 @@ class Requester(Component):
         ZeroMQ heartbeats are answered by libzmq's own thread, so they cannot see a
         responder whose event loop is stuck; only an application-level PING can.
         """
-        nonces = itertools.count(1)
+        nonces = self._nonces
         while True:
             await anyio.sleep(_TEND_INTERVAL)
             now = time.monotonic()
@@ -695,6 +730,11 @@ class Requester(Component):
             for peer in list(self._peers.values()):
                 if peer.breaker.maybe_readmit():
                     changed = True
+                if not peer.greeted:
+                    conn = peer.conn
+                    if conn is not None and conn.is_up and now - peer.ping_sent > _PING_TIMEOUT:
+                        self._greet(peer)  # the first greeting was lost or unanswered
+                    continue
                 if not peer.pending or peer.conn is None or not peer.conn.is_up:
                     peer.heard, peer.ping_sent = False, 0.0
                     continue
@@ -711,6 +751,12 @@ class Requester(Component):
                     changed = True
             if changed:
                 self._invalidate()
+
+    def _greet(self, peer: _Peer) -> None:
+        if peer.conn is not None:
+            peer.ping_nonce = next(self._nonces)
+            peer.ping_sent = time.monotonic()
+            peer.conn.send(codec.encode(Ping(peer.ping_nonce)))
 
     def _unresponsive(self, peer: _Peer, now: float) -> None:
         self._stats["unresponsive"] += 1

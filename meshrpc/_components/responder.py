@@ -23,6 +23,7 @@ from meshrpc._protocol.envelope import Draining, Ping, Pong, Request
 from meshrpc._runtime import Runtime, current_runtime
 from meshrpc.discovery.base import Discovery
 from meshrpc.errors import ConfigError, MessageTooLarge, ProtocolError
+from meshrpc.security import Secret
 from meshrpc.transport.base import Listener, Transport
 
 __all__ = ["Handler", "Responder"]
@@ -68,6 +69,8 @@ class Responder(Component):
         drain_timeout: float | None = None,
         max_message: int | None = None,
         send_tracebacks: bool | None = None,
+        secret: str | Secret | None = None,
+        handshake_timeout: float | None = None,
         discovery: Discovery | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -80,6 +83,8 @@ class Responder(Component):
             transport=transport,
             port=port,
             interfaces=interfaces,
+            secret=secret,
+            handshake_timeout=handshake_timeout,
             max_concurrency=max_concurrency,
             drain_timeout=drain_timeout,
             max_message=max_message,
@@ -199,6 +204,7 @@ class Responder(Component):
             )
             await discovery.start()
             self._discovery = discovery
+            self._advertisement = self._sign(self._advertisement)
             await discovery.register(self._advertisement)
         except BaseException:
             await self._shutdown()

@@ -30,6 +30,7 @@ from meshrpc._protocol.envelope import PROTOCOL_VERSION
 from meshrpc._runtime import Completion, Runtime, current_runtime
 from meshrpc.discovery.base import Discovery, DiscoveryEvent
 from meshrpc.errors import ConfigError, NoResponder, ProtocolError
+from meshrpc.security import Secret
 from meshrpc.transport.base import PeerState, Subscription, Transport
 
 __all__ = ["EventStream", "Subscriber"]
@@ -122,6 +123,9 @@ class Subscriber(Component):
         max_buffered: int = 10_000,
         interfaces: str | list[str] | tuple[str, ...] | None = None,
         max_message: int | None = None,
+        secret: str | Secret | None = None,
+        handshake_timeout: float | None = None,
+        max_peers: int | None = None,
         discovery: Discovery | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -133,6 +137,9 @@ class Subscriber(Component):
             discovery=discovery,
             transport=transport,
             interfaces=interfaces,
+            secret=secret,
+            handshake_timeout=handshake_timeout,
+            max_peers=max_peers,
             max_message=max_message,
         )
         if group is not None and (not group or "\0" in group or ":" in group):
@@ -164,6 +171,9 @@ class Subscriber(Component):
                 "handled",
                 "handler_errors",
                 "malformed",
+                "forged_ads",
+                "foreign_ads",
+                "peers_refused",
                 "unmatched",
             ),
             0,
@@ -313,9 +323,7 @@ class Subscriber(Component):
             ad.kind != "publisher"
             or ad.protocol != PROTOCOL_VERSION
             or not ad.endpoint
-            or not ad.same_mesh(
-                self.settings.namespace, self.settings.key, self.settings.environment
-            )
+            or not self._admit(ad, self._stats)
         ):
             return
         old = self._sources.get(ad.instance_id)
@@ -325,6 +333,16 @@ class Subscriber(Component):
                 await self._drop(old)
             if event.kind == "removed":
                 return
+        if ad.instance_id not in self._known and len(self._known) >= self.settings.max_peers:
+            self._stats["peers_refused"] += 1
+            logger.warning(
+                "subscriber %r ignores publisher %r at %s: already %d known (max_peers)",
+                self.name,
+                ad.name,
+                ad.endpoint,
+                len(self._known),
+            )
+            return
         self._known[ad.instance_id] = ad
         await self._connect_relevant()
 

@@ -62,6 +62,12 @@ class Advertisement:
     protocol: int = PROTOCOL_VERSION
     host: str = ""
     pid: int = 0
+    key_id: str = ""
+    """Public id of the mesh secret that signed this (empty: unsigned)."""
+    issued: int = 0
+    """Unix time the signature was made."""
+    mac: str = ""
+    """Authentication tag over every other property (``meshrpc.security``)."""
 
     def same_mesh(self, namespace: str, key: str, environment: str) -> bool:
         """Whether this component may talk to one with the given partition labels."""
@@ -93,6 +99,11 @@ class Advertisement:
             "h": self.host,
             "pid": str(self.pid),
         }
+        if self.key_id:
+            props["kid"] = self.key_id
+            props["ts"] = str(self.issued)
+        if self.mac:
+            props["mac"] = self.mac
         for name, value in props.items():
             if len(name) + 1 + len(value.encode()) > 255:
                 raise ConfigError(f"advertised {name!r} is too long: {value[:40]!r}...")
@@ -139,6 +150,9 @@ class Advertisement:
                 protocol=protocol,
                 host=text.get("h", ""),
                 pid=pid,
+                key_id=text.get("kid", ""),
+                issued=int(text.get("ts") or 0),
+                mac=text.get("mac", ""),
             )
         except (KeyError, ValueError) as exc:
             raise ProtocolError(f"malformed advertisement: {exc!r}") from None

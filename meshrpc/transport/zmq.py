@@ -19,8 +19,10 @@ cannot make us allocate without bound.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
+import threading
 from collections.abc import Callable
 from typing import Final
 
@@ -28,6 +30,8 @@ import anyio
 import zmq
 import zmq.backend
 from anyio.abc import TaskGroup
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
 from meshrpc._runtime import current_backend
@@ -44,6 +48,7 @@ from meshrpc.transport.base import (
 __all__ = ["ZmqConnection", "ZmqEventSource", "ZmqListener", "ZmqSubscription", "ZmqTransport"]
 
 logger = logging.getLogger("meshrpc.transport")
+_zap_log = logging.getLogger("meshrpc.transport.zap")
 
 # Plain ints: pyzmq's constants are enum members, and enum arithmetic per message
 # showed up in profiles.
@@ -79,7 +84,21 @@ class ZmqTransport:
         heartbeat_timeout: float = 1.5,
         handshake_timeout: float = 5.0,
         high_water_mark: int = 10_000,
+        curve_secret: bytes | None = None,
+        key_id: str = "",
     ) -> None:
+        """``curve_secret`` (32 bytes, from ``meshrpc.security``) makes every socket use
+        CurveZMQ with the mesh keypair; servers admit only clients holding it (ZAP)."""
+        self._curve: tuple[bytes, bytes] | None = None
+        self._zap_domain = ""
+        if curve_secret is not None:
+            if len(curve_secret) != 32:
+                raise ConfigError("the CurveZMQ secret key must be 32 bytes")
+            if not zmq.has("curve"):
+                raise ConfigError("this libzmq was built without CURVE; a secret needs it")
+            secret_z85 = z85.encode(curve_secret)
+            self._curve = (secret_z85, zmq.curve_public(secret_z85))
+            self._zap_domain = f"meshrpc-{key_id or 'mesh'}"
         self._max_message = max_message
         self._heartbeat_ms = int(heartbeat_interval * 1000)
         self._heartbeat_timeout_ms = int(heartbeat_timeout * 1000)
@@ -95,7 +114,7 @@ class ZmqTransport:
         Raises:
             ConfigError: the address cannot be bound.
         """
-        sock = self._socket(zmq.ROUTER)
+        sock = self._socket(zmq.ROUTER, server=True)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         endpoint = self._bind(sock, host, port)
         listener = ZmqListener(sock, endpoint, on_frame, self)
@@ -124,7 +143,7 @@ class ZmqTransport:
         Raises:
             ConfigError: the address cannot be bound.
         """
-        sock = self._socket(zmq.XPUB)
+        sock = self._socket(zmq.XPUB, server=True)
         # Every (un)subscription, duplicates included, and unsubscriptions for all of a
         # departed subscriber's prefixes: that is how a publisher knows who is live.
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)
@@ -152,9 +171,15 @@ class ZmqTransport:
         try:
             sock.bind(address)
         except zmq.ZMQError as exc:
-            sock.close(linger=0)
+            self.release(sock)
             raise ConfigError(f"cannot listen on {address}: {exc}") from None
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def release(self, sock: zmq.Socket[bytes]) -> None:
+        """Close a socket made by :meth:`_socket` (and let go of the ZAP handler)."""
+        if not sock.closed:
+            sock.close(linger=0)
+        _ZAP.forget(sock)
 
     def _connect(
         self, kind: int, endpoint: str, *, immediate: bool = False
@@ -176,8 +201,21 @@ class ZmqTransport:
             raise ConfigError(f"cannot connect to {endpoint}: {exc}") from None
         return sock, monitor
 
-    def _socket(self, kind: int) -> zmq.Socket[bytes]:
+    def _socket(self, kind: int, *, server: bool = False) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(kind)
+        if self._curve is not None:
+            secret, public = self._curve
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            if server:
+                sock.setsockopt(zmq.CURVE_SERVER, 1)
+                # Without a ZAP domain and handler a CURVE server admits any client
+                # key; with them, only clients holding the mesh key get in.
+                sock.setsockopt(zmq.ZAP_DOMAIN, self._zap_domain.encode())
+                sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+                _ZAP.acquire(sock, self._zap_domain, public)
+            else:
+                sock.setsockopt(zmq.CURVE_SERVERKEY, public)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message + 1024)
         sock.setsockopt(zmq.SNDHWM, self._hwm)
@@ -187,6 +225,57 @@ class ZmqTransport:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeat_timeout_ms)
         sock.setsockopt(zmq.HEARTBEAT_TTL, self._heartbeat_timeout_ms)
         return sock
+
+
+class _ZapHandler:
+    """The process's ZAP handler: admits a CURVE client to a mesh's server sockets only
+    if its public key is that mesh's. One authenticator thread per process (ZAP is bound
+    once per ZeroMQ context), started with the first secret server socket and stopped
+    with the last; a lock guards it because components may live on several threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._auth: ThreadAuthenticator | None = None
+        self._keys: dict[str, bytes] = {}  # ZAP domain -> the mesh public key (Z85)
+        self._sockets: dict[int, str] = {}  # id(socket) -> its domain, while open
+        self.refused: dict[str, int] = {}
+
+    def acquire(self, sock: zmq.Socket[bytes], domain: str, public: bytes) -> None:
+        with self._lock:
+            if self._auth is None:
+                auth = ThreadAuthenticator(zmq.Context.instance(), log=_zap_log)
+                auth.start()
+                auth.thread.name = "meshrpc-zap"
+                self._auth = auth
+            self._keys[domain] = public
+            self._auth.configure_curve_callback(domain, self)
+            self._sockets[id(sock)] = domain
+
+    def forget(self, sock: zmq.Socket[bytes]) -> None:
+        with self._lock:
+            domain = self._sockets.pop(id(sock), None)
+            if domain is None:
+                return
+            if domain not in self._sockets.values():
+                self._keys.pop(domain, None)
+                if self._auth is not None:
+                    self._auth.credentials_providers.pop(domain, None)
+            if not self._sockets and self._auth is not None:
+                auth, self._auth = self._auth, None
+                auth.stop()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """pyzmq's credentials-provider hook, called on the authenticator thread."""
+        expected = self._keys.get(domain)
+        if expected is not None and hmac.compare_digest(key, expected):
+            return True
+        self.refused[domain] = self.refused.get(domain, 0) + 1
+        logger.info("refused a connection with a foreign key to %s", domain)
+        return False
+
+
+_ZAP = _ZapHandler()
 
 
 class _Pump:
@@ -247,6 +336,7 @@ class _Pump:
                         await anyio.wait_readable(self._fd)
         finally:
             self.sock.close()  # with the LINGER option set on the socket
+            _ZAP.forget(self.sock)
             self.closed.set()
 
     def _on_readable(self) -> None:
@@ -303,6 +393,7 @@ class _Pump:
             if not self.sock.closed:
                 self._loop.remove_reader(self._fd)
                 self.sock.close()
+                _ZAP.forget(self.sock)
             self.closed.set()
             return
         self.scope.cancel()
