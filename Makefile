@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MESHRPC_INTERFACES := 127.0.0.1
 
-.PHONY: install demo test lint typecheck check bench clean
+.PHONY: install demo test lint typecheck check bench chaos fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check meshrpc tests examples bench
-	$(PY) -m ruff format --check meshrpc tests examples bench
+	$(PY) -m ruff check meshrpc tests examples bench fuzz
+	$(PY) -m ruff format --check meshrpc tests examples bench fuzz
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -32,8 +32,23 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
-	$(PY) bench/roundtrip.py --backend both --write-readme
+	$(PY) bench/roundtrip.py --backend both --secret --write-readme
 	$(PY) bench/pubsub.py --backend both --write-readme
+
+chaos: $(STAMP)
+	$(PY) bench/chaos.py --runs 3 --write-docs
+
+# Coverage-guided fuzzing of the network parsers (atheris); where atheris cannot be
+# installed, a long hypothesis search over the same functions instead.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	@if $(PY) -m pip install --quiet 'atheris>=2.3'; then \
+		mkdir -p fuzz/corpus && \
+		$(PY) fuzz/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 fuzz/corpus; \
+	else \
+		echo "atheris did not install: running the long hypothesis search instead"; \
+		MESHRPC_FUZZ=1 $(PY) -m pytest -q -p no:randomly tests/test_codec.py tests/test_advertisement.py; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -55,6 +55,7 @@ class System:
     label: str
     server_argv: list[str]
     client_argv: Callable[[str], list[str]]
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -88,14 +89,19 @@ def baseline_systems() -> list[System]:
     ]
 
 
-def meshrpc_systems(backends: Sequence[str]) -> list[System]:
+BENCH_SECRET = "benchmark-only mesh secret, not for use"
+SECRET_THROUGHPUT_TARGET = 0.75  # secret / plain 64-in-flight calls/s, at least
+SECRET_LATENCY_TARGET = 1.25  # secret / plain seq p50, at most
+
+
+def meshrpc_systems(backends: Sequence[str], secret: bool = False) -> list[System]:
     side = script("_meshrpc_side.py")
 
     def client(backend: str) -> Callable[[str], list[str]]:
         # The requester finds the responder by mDNS: no endpoint to pass.
         return lambda _endpoint: [*side, "client", "--backend", backend]
 
-    return [
+    systems = [
         System(
             f"meshrpc_{backend}",
             f"meshrpc ({backend})",
@@ -104,6 +110,19 @@ def meshrpc_systems(backends: Sequence[str]) -> list[System]:
         )
         for backend in backends
     ]
+    if secret:
+        # The same, with MESHRPC_SECRET on both sides: CurveZMQ on every frame.
+        systems += [
+            System(
+                f"meshrpc_{backend}_secret",
+                f"meshrpc ({backend}, secret)",
+                [*side, "server", "--backend", backend],
+                client(backend),
+                {"MESHRPC_SECRET": BENCH_SECRET},
+            )
+            for backend in backends
+        ]
+    return systems
 
 
 def new_namespace() -> str:
@@ -125,7 +144,7 @@ def probe_meshrpc() -> str | None:
 
 def measure_once(system: System, params: ClientParams) -> RunResult:
     """One run: fresh namespace, fresh server process, one client process."""
-    env = child_env(new_namespace())
+    env = {**child_env(new_namespace()), **system.env}
     client_timeout = 3 * params.phase_time_limit + CLIENT_STARTUP_ALLOWANCE_S
     with server(system.server_argv, env, SERVER_READY_TIMEOUT_S) as endpoint:
         argv = system.client_argv(endpoint) + params.to_argv()
@@ -187,6 +206,28 @@ def ratios(outcomes: dict[str, Outcome]) -> list[dict[str, Any]]:
     for key, outcome in outcomes.items():
         m = outcome.median
         if not key.startswith("meshrpc_") or m is None:
+            continue
+        plain = outcomes.get(key.removesuffix("_secret"))
+        p_med = plain.median if plain and key.endswith("_secret") else None
+        if p_med is not None:
+            value = m.inflight_calls_s / p_med.inflight_calls_s
+            rows.append(
+                {
+                    "name": f"{outcome.system.label} 64-in-flight / without secret",
+                    "value": value,
+                    "target": f">= {SECRET_THROUGHPUT_TARGET}",
+                    "met": value >= SECRET_THROUGHPUT_TARGET,
+                }
+            )
+            value = m.seq_p50_us / p_med.seq_p50_us
+            rows.append(
+                {
+                    "name": f"{outcome.system.label} seq p50 / without secret",
+                    "value": value,
+                    "target": f"<= {SECRET_LATENCY_TARGET}",
+                    "met": value <= SECRET_LATENCY_TARGET,
+                }
+            )
             continue
         label = outcome.system.label
         if a_med is not None:
@@ -337,6 +378,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per system (default 3)")
     parser.add_argument("--backend", choices=("asyncio", "trio", "both"), default="both")
+    parser.add_argument(
+        "--secret", action="store_true", help="also measure meshrpc with MESHRPC_SECRET set"
+    )
     parser.add_argument("--only", choices=("all", "baselines", "meshrpc"), default="all")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write results as JSON")
     parser.add_argument(
@@ -380,10 +424,10 @@ def run(args: argparse.Namespace) -> int:
     if args.only in ("all", "meshrpc"):
         why = probe_meshrpc()
         if why is None:
-            systems += meshrpc_systems(backends)
+            systems += meshrpc_systems(backends, args.secret)
         else:
             print(f"meshrpc part skipped: {why}", file=sys.stderr)
-            skipped = [Outcome(s, error=why) for s in meshrpc_systems(backends)]
+            skipped = [Outcome(s, error=why) for s in meshrpc_systems(backends, args.secret)]
 
     busy_before = cpu_busy_fraction()
     if busy_before is not None and busy_before > BUSY_WARNING:

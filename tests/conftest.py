@@ -21,6 +21,13 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
+from hypothesis import settings
+
+# `make fuzz` falls back to this where atheris does not install: the property tests
+# of the decoders, run far longer than in the normal suite.
+settings.register_profile("fuzz", max_examples=200_000, deadline=None)
+if os.environ.get("MESHRPC_FUZZ"):
+    settings.load_profile("fuzz")
 
 # Threads that outlive a test legitimately: anyio's idle worker threads retire after
 # 10 s of idleness (trio caches its own), and the blocking portal's loop threads end
