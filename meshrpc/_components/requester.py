@@ -518,7 +518,10 @@ class Requester(Component):
             existing.withdrawn = True
             self._fail_pending(existing, "the responder restarted")
             self._retire_if_idle(existing)
-        for other in [p for p in self._peers.values() if p.ad.endpoint == ad.endpoint]:
+        same_endpoint = [p for p in self._peers.values() if p.ad.endpoint == ad.endpoint]
+        if any(p.ad.issued > ad.issued for p in same_endpoint):
+            return  # a replay of an older signed record for an endpoint we know newer
+        for other in same_endpoint:
             # Another instance on this endpoint means that one is gone (a port has one
             # owner): a process killed without goodbye, whose record mDNS would keep
             # for a long time, and which must not hold a second connection to the new.
