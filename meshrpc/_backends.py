@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from meshrpc.config import Settings
 from meshrpc.discovery.base import Discovery
+from meshrpc.errors import ConfigError
 from meshrpc.security import MeshKeys
 from meshrpc.transport.base import Transport
 
@@ -15,7 +16,21 @@ __all__ = ["default_discovery", "default_transport"]
 
 
 def default_discovery(settings: Settings) -> Discovery:
-    """The discovery backend ``settings.discovery`` names."""
+    """The discovery backend ``settings.discovery`` names.
+
+    Raises:
+        ConfigError: the backend's library is not installed, or ``static`` has no peers.
+    """
+    kind = settings.discovery
+    if kind.startswith(("redis://", "rediss://")):
+        try:
+            from meshrpc.discovery.redis import RedisDiscovery
+        except ImportError:
+            raise ConfigError(
+                "MESHRPC_DISCOVERY is a Redis URL but the redis package is missing: "
+                "pip install 'meshrpc[redis]'"
+            ) from None
+        return RedisDiscovery(kind)
     from meshrpc.discovery.mdns import MdnsDiscovery
 
     return MdnsDiscovery(interfaces=settings.interfaces)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,10 +56,24 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number from 0 (any free port) to 65535")
+def _port(raw: str) -> tuple[int, int]:
+    first, sep, last = raw.strip().partition("-")
+    low = int(first)
+    high = int(last) if sep else low
+    if not (0 <= low <= 65535 and 0 <= high <= 65535) or (sep and not 0 < low <= high):
+        raise ValueError(
+            "must be a port (0: any free port) or a range like 7000-7010, within 1-65535"
+        )
+    return low, high
+
+
+def _advertise_host(raw: str) -> str:
+    value = raw.strip()
+    octets = value.split(".")
+    if len(octets) != 4 or not all(o.isdigit() and 0 <= int(o) <= 255 for o in octets):
+        raise ValueError("must be an IPv4 address that peers can reach")
+    if value == "0.0.0.0" or value.startswith("255."):
+        raise ValueError(f"{value} is not an address peers can reach")
     return value
 
 
@@ -83,10 +98,38 @@ def _balance(raw: str) -> str:
 
 
 def _discovery(raw: str) -> str:
-    value = raw.strip().lower()
-    if value != "mdns":
-        raise ValueError("only 'mdns' is available in this release")
-    return value
+    value = raw.strip()
+    if value.lower() in ("mdns", "static"):
+        return value.lower()
+    if value.lower().startswith(("redis://", "rediss://")):
+        return value
+    raise ValueError("must be 'mdns', 'static' or a Redis URL like redis://host:6379/0")
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+def _peers(raw: str) -> tuple[str, ...]:
+    text = raw.strip()
+    if text.startswith("@"):  # @/path/to/file: one endpoint per line, # comments
+        path = text[1:]
+        try:
+            with open(path) as f:
+                text = ",".join(line.split("#", 1)[0].strip() for line in f)
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    peers = tuple(p.strip() for p in text.split(",") if p.strip())
+    for peer in peers:
+        host, sep, port = peer.removeprefix("tcp://").rpartition(":")
+        if (
+            not peer.startswith("tcp://")
+            or not sep
+            or not port.isdigit()
+            or not 0 < int(port) <= 65535
+            or not _HOSTNAME.match(host)
+        ):
+            raise ValueError(f"{peer!r} is not tcp://host:port")
+    return peers
 
 
 def _secret(raw: str) -> Secret:
@@ -137,8 +180,37 @@ VARIABLES: tuple[Variable, ...] = (
         "IPv4 addresses to announce, discover and listen on; `all` for every interface. "
         "Tests and demos use 127.0.0.1.",
     ),
-    Variable("MESHRPC_DISCOVERY", "discovery", "mdns", _discovery, "Discovery backend."),
-    Variable("MESHRPC_PORT", "port", 0, _port, "Port responders bind; 0 picks a free one."),
+    Variable(
+        "MESHRPC_DISCOVERY",
+        "discovery",
+        "mdns",
+        _discovery,
+        "Discovery backend: `mdns` (multicast on the LAN), `static` (seed endpoints in "
+        "MESHRPC_PEERS) or a Redis URL `redis://host:port/db`.",
+    ),
+    Variable(
+        "MESHRPC_PEERS",
+        "peers",
+        (),
+        _peers,
+        "Static discovery: comma-separated seed endpoints `tcp://10.0.0.5:7000,...` of "
+        "responders, or `@/path/file` with one per line. One live seed is enough.",
+    ),
+    Variable(
+        "MESHRPC_PORT",
+        "port",
+        (0, 0),
+        _port,
+        "Port responders and publishers bind: a number, a range `7000-7010` (the first "
+        "free one), or 0 for any free port.",
+    ),
+    Variable(
+        "MESHRPC_ADVERTISE_HOST",
+        "advertise_host",
+        "",
+        _advertise_host,
+        "Address to advertise instead of the interface's (behind NAT, in containers).",
+    ),
     Variable(
         "MESHRPC_BALANCE",
         "balance",
@@ -240,7 +312,9 @@ class Settings:
     timeout: float
     interfaces: tuple[str, ...]
     discovery: str
-    port: int
+    peers: tuple[str, ...]
+    port: tuple[int, int]
+    advertise_host: str
     balance: str
     max_message: int
     max_concurrency: int
@@ -293,7 +367,10 @@ def _check_override(var: Variable, value: Any) -> Any:
         raise ConfigError(f"{shown} is invalid")
     if var.sensitive and not isinstance(value, str):
         raise ConfigError(f"{shown} must be a string or a meshrpc.security.Secret")
-    raw = ",".join(value) if isinstance(value, (tuple, list)) else str(value)
+    if var.field == "port" and isinstance(value, (tuple, list)) and len(value) == 2:
+        raw = f"{value[0]}-{value[1]}"
+    else:
+        raw = ",".join(value) if isinstance(value, (tuple, list)) else str(value)
     try:
         return var.parse(raw)
     except ValueError as exc:

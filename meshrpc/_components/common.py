@@ -6,7 +6,8 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any, Self
+from collections.abc import Awaitable, Callable
+from typing import Any, Self, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -22,6 +23,7 @@ from meshrpc.transport.base import Transport
 __all__ = ["Component"]
 
 logger = logging.getLogger("meshrpc")
+T = TypeVar("T")
 
 
 class Component:
@@ -110,7 +112,25 @@ class Component:
         interfaces = self.settings.interfaces
         return interfaces[0] if len(interfaces) == 1 and interfaces != ("all",) else "0.0.0.0"
 
+    async def _bind_first_free(self, bind: Callable[[int], Awaitable[T]]) -> T:
+        """``bind(port)`` for each port of ``settings.port`` until one is free.
+
+        Raises:
+            ConfigError: none of them could be bound.
+        """
+        low, high = self.settings.port
+        failure: ConfigError | None = None
+        for port in range(low, high + 1):
+            try:
+                return await bind(port)
+            except ConfigError as exc:
+                failure = exc
+        span = str(low) if low == high else f"{low}-{high}"
+        raise ConfigError(f"no port of {span} could be bound: {failure}")
+
     def _advertise_host(self) -> str:
+        if self.settings.advertise_host:
+            return self.settings.advertise_host
         interfaces = self.settings.interfaces
         if interfaces != ("all",):
             return interfaces[0]

@@ -64,7 +64,8 @@ class Publisher(Component):
         version: str | None = None,
         *,
         topics: Sequence[str] | None = None,
-        port: int | None = None,
+        port: int | tuple[int, int] | None = None,
+        advertise_host: str | None = None,
         interfaces: str | list[str] | tuple[str, ...] | None = None,
         max_message: int | None = None,
         secret: str | Secret | None = None,
@@ -80,6 +81,7 @@ class Publisher(Component):
             discovery=discovery,
             transport=transport,
             port=port,
+            advertise_host=advertise_host,
             interfaces=interfaces,
             secret=secret,
             handshake_timeout=handshake_timeout,
@@ -194,8 +196,10 @@ class Publisher(Component):
         await tg.__aenter__()
         self._tg = tg
         try:
-            self._source = await transport.publish_on(
-                tg, self._bind_host(), self.settings.port, self._on_subscription
+            self._source = await self._bind_first_free(
+                lambda port: transport.publish_on(
+                    tg, self._bind_host(), port, self._on_subscription
+                )
             )
             port = int(self._source.endpoint.rsplit(":", 1)[1])
             self._advertisement = Advertisement(

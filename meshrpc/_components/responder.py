@@ -63,7 +63,8 @@ class Responder(Component):
         environment: str | None = None,
         version: str | None = None,
         *,
-        port: int | None = None,
+        port: int | tuple[int, int] | None = None,
+        advertise_host: str | None = None,
         interfaces: str | list[str] | tuple[str, ...] | None = None,
         max_concurrency: int | None = None,
         drain_timeout: float | None = None,
@@ -82,6 +83,7 @@ class Responder(Component):
             discovery=discovery,
             transport=transport,
             port=port,
+            advertise_host=advertise_host,
             interfaces=interfaces,
             secret=secret,
             handshake_timeout=handshake_timeout,
@@ -190,8 +192,8 @@ class Responder(Component):
         self._tg = tg
         self._runtime = current_runtime(tg)
         try:
-            listener = await transport.listen(
-                tg, self._bind_host(), self.settings.port, self._on_frame
+            listener = await self._bind_first_free(
+                lambda port: transport.listen(tg, self._bind_host(), port, self._on_frame)
             )
             self._listener = listener
             port = int(listener.endpoint.rsplit(":", 1)[1])

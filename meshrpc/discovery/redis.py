@@ -1,0 +1,356 @@
+"""Discovery through a Redis server: for networks where multicast does not pass.
+
+The only module that imports ``redis``. Data model (prefix ``meshrpc:``)::
+
+    meshrpc:ad:<instance id>   the advertisement's TXT properties as JSON, with a TTL
+    meshrpc:ads                sorted set: instance id -> expiry time (for listing)
+    meshrpc:changes            pub/sub channel: "+<id>" registered, "-<id>" withdrawn
+
+One agent thread per Redis URL and process (shared by every component, refcounted)
+refreshes this process's registrations every ``heartbeat`` seconds (TTL ``ttl``),
+listens to the channel, and re-reads the whole set every ``resync`` seconds. A crashed
+member's key expires, so it is removed within ``ttl`` plus a resync; a clean
+unregister is seen at once.
+
+Redis being unavailable never removes anything: the watchers keep what they know,
+so calls between known peers go on; registrations are retried until Redis answers
+again (also after a restart that lost its data). After reconnecting, absence is only
+believed once every member had a full TTL to re-register.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Final
+
+import anyio
+import redis
+
+from meshrpc._protocol.advertisement import Advertisement
+from meshrpc.discovery._bridge import Hub, roundtrip
+from meshrpc.discovery.base import DiscoveryEvent
+from meshrpc.errors import ConfigError, MeshError, ProtocolError
+
+__all__ = ["RedisDiscovery"]
+
+logger = logging.getLogger("meshrpc.discovery.redis")
+
+PREFIX: Final = "meshrpc:"
+INDEX: Final = PREFIX + "ads"
+CHANNEL: Final = PREFIX + "changes"
+_MAX_VALUE: Final = 64 * 1024  # bytes of one stored advertisement
+
+
+def _key(instance_id: str) -> str:
+    return f"{PREFIX}ad:{instance_id}"
+
+
+class _Agent:
+    """This process's link to one Redis server (a thread; see the module docstring)."""
+
+    def __init__(self, url: str, *, ttl: float, heartbeat: float, resync: float) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.heartbeat = heartbeat
+        self.resync = resync
+        self.hub = Hub(counters=("malformed", "redis_errors", "reconnects"))
+        self.users = 0
+        self._own: dict[str, dict[str, str]] = {}  # instance id -> TXT properties
+        self._own_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+        )
+        self._connected_since: float | None = None
+        self._last_seen: dict[str, float] = {}
+        self.connected = threading.Event()
+
+    # -- called from components (any thread) --------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"meshrpc-redis {self.url}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._client.close()
+
+    def register(self, ad: Advertisement) -> None:
+        props = ad.to_properties()
+        with self._own_lock:
+            self._own[ad.instance_id] = props
+        self.hub.put(ad.instance_id, ad)  # local members see it even without Redis
+        try:
+            self._store(ad.instance_id, props)
+            self._client.publish(CHANNEL, "+" + ad.instance_id)
+        except redis.RedisError as exc:
+            self._failed(exc, "registering")  # the heartbeat keeps trying
+
+    def unregister(self, instance_id: str) -> None:
+        with self._own_lock:
+            known = self._own.pop(instance_id, None)
+        if known is None:
+            return
+        self.hub.remove(instance_id)
+        try:
+            pipe = self._client.pipeline()
+            pipe.delete(_key(instance_id))
+            pipe.zrem(INDEX, instance_id)
+            pipe.publish(CHANNEL, "-" + instance_id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            # Its key expires within the TTL anyway.
+            self._failed(exc, "unregistering")
+
+    # -- the agent thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        pubsub: Any = None
+        next_beat = next_sync = 0.0
+        while not self._stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._client.pubsub(  # type: ignore[no-untyped-call]
+                        ignore_subscribe_messages=True
+                    )
+                    pubsub.subscribe(CHANNEL)
+                    self._connected()
+                    next_beat = next_sync = 0.0
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._beat()
+                    next_beat = now + self.heartbeat
+                if now >= next_sync:
+                    self._sync()
+                    next_sync = now + self.resync
+                message = pubsub.get_message(timeout=min(0.2, self.heartbeat))
+                while message is not None:
+                    self._on_message(message)
+                    message = pubsub.get_message(timeout=0)
+            except (redis.RedisError, OSError) as exc:
+                self._failed(exc, "talking to")
+                if pubsub is not None:
+                    # The connection is already broken; there is nothing left to release.
+                    with suppress(redis.RedisError, OSError):
+                        pubsub.close()
+                    pubsub = None
+                self._stop.wait(0.5)  # then reconnect
+        if pubsub is not None:
+            with suppress(redis.RedisError, OSError):
+                pubsub.close()
+
+    def _connected(self) -> None:
+        if self._connected_since is None:
+            self._connected_since = time.monotonic()
+            self.hub.count("reconnects")
+            self.connected.set()
+            logger.info("discovery connected to %s", self.url)
+            # Everyone gets a full TTL to re-register before absence means anything.
+            now = time.monotonic()
+            for key in self._last_seen:
+                self._last_seen[key] = now
+
+    def _failed(self, exc: BaseException, doing: str) -> None:
+        self.hub.count("redis_errors")
+        if self._connected_since is not None or not self.hub.statistics()["redis_errors"] > 1:
+            logger.warning(
+                "discovery: error %s Redis at %s (%s); keeping what is known", doing, self.url, exc
+            )
+        self._connected_since = None
+        self.connected.clear()
+
+    def _store(self, instance_id: str, props: dict[str, str]) -> None:
+        value = json.dumps(props, separators=(",", ":"))
+        pipe = self._client.pipeline()
+        pipe.set(_key(instance_id), value, px=int(self.ttl * 1000))
+        pipe.zadd(INDEX, {instance_id: time.time() + self.ttl})
+        pipe.execute()
+
+    def _beat(self) -> None:
+        with self._own_lock:
+            own = list(self._own.items())
+        for instance_id, props in own:
+            self._store(instance_id, props)
+
+    def _sync(self) -> None:
+        now_wall = time.time()
+        self._client.zremrangebyscore(INDEX, "-inf", now_wall - self.ttl)
+        listed = self._client.zrangebyscore(INDEX, now_wall - self.ttl, "+inf")
+        ids = [i for i in listed if isinstance(i, str)]  # decode_responses: always str
+        values = self._client.mget([_key(i) for i in ids]) if ids else []
+        now = time.monotonic()
+        present: set[str] = set()
+        for instance_id, value in zip(ids, values, strict=True):
+            if isinstance(value, str) and self._accept(instance_id, value):
+                present.add(instance_id)
+                self._last_seen[instance_id] = now
+        with self._own_lock:
+            present.update(self._own)
+        settled = self._connected_since is not None and now - self._connected_since >= self.ttl
+        for instance_id in list(self.hub.snapshot()):
+            if instance_id in present:
+                continue
+            seen = self._last_seen.get(instance_id, now)
+            if settled and now - seen >= self.ttl:
+                self.hub.remove(instance_id)
+                self._last_seen.pop(instance_id, None)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        data = message.get("data")
+        if not isinstance(data, str) or len(data) < 2 or data[0] not in "+-":
+            self.hub.count("malformed")
+            return
+        instance_id = data[1:]
+        if data[0] == "-":
+            with self._own_lock:
+                if instance_id in self._own:
+                    return
+            self.hub.remove(instance_id)
+            self._last_seen.pop(instance_id, None)
+            return
+        value = self._client.get(_key(instance_id))
+        if isinstance(value, str) and self._accept(instance_id, value):
+            self._last_seen[instance_id] = time.monotonic()
+
+    def _accept(self, instance_id: str, value: str) -> bool:
+        try:
+            ad = _parse(instance_id, value)
+        except ProtocolError as exc:
+            self.hub.count("malformed")
+            logger.debug("ignoring a malformed advertisement %r in Redis: %s", instance_id, exc)
+            return False
+        return self.hub.put(instance_id, ad)
+
+
+def _parse(instance_id: str, value: str) -> Advertisement:
+    """Decode a stored advertisement.
+
+    Raises:
+        ProtocolError: too large, not JSON, not a map of strings, not an advertisement,
+            or stored under another instance's key.
+    """
+    if len(value) > _MAX_VALUE:
+        raise ProtocolError("advertisement too large")
+    try:
+        props = json.loads(value)
+    except ValueError:
+        raise ProtocolError("advertisement is not JSON") from None
+    if not isinstance(props, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in props.items()
+    ):
+        raise ProtocolError("advertisement is not a map of strings")
+    ad = roundtrip(props)
+    if ad.instance_id != instance_id:
+        raise ProtocolError("advertisement stored under another instance id")
+    return ad
+
+
+_agents: dict[str, _Agent] = {}
+_agents_lock = threading.Lock()
+
+
+def _acquire(url: str, ttl: float, heartbeat: float, resync: float) -> _Agent:
+    with _agents_lock:
+        agent = _agents.get(url)
+        if agent is None:
+            agent = _Agent(url, ttl=ttl, heartbeat=heartbeat, resync=resync)
+            agent.start()
+            _agents[url] = agent
+        agent.users += 1
+        return agent
+
+
+def _release(agent: _Agent) -> None:
+    with _agents_lock:
+        agent.users -= 1
+        if agent.users > 0:
+            return
+        _agents.pop(agent.url, None)
+    agent.stop()
+
+
+class RedisDiscovery:
+    """A :class:`~meshrpc.discovery.base.Discovery` on a Redis server at ``url``
+    (``redis://host:port/db``)."""
+
+    def __init__(
+        self, url: str, *, ttl: float = 3.0, heartbeat: float = 1.0, resync: float = 1.0
+    ) -> None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"not a Redis URL: {url!r} (expected redis://host:port/db)")
+        if not 0 < heartbeat < ttl:
+            raise ConfigError("the Redis heartbeat must be shorter than the TTL")
+        self.url = url
+        self._settings = (ttl, heartbeat, resync)
+        self._agent: _Agent | None = None
+        self._closed = False
+        self._registered: dict[str, Advertisement] = {}
+
+    async def start(self) -> None:
+        """Join the process's agent for this URL (started on first use); idempotent.
+
+        Does not wait for Redis: a component may start while it is down.
+
+        Raises:
+            MeshError: the object was closed.
+        """
+        if self._closed:
+            raise MeshError("this RedisDiscovery was closed; create a new one")
+        if self._agent is None:
+            self._agent = await anyio.to_thread.run_sync(_acquire, self.url, *self._settings)
+
+    async def aclose(self) -> None:
+        """Withdraw what this object registered and let go of the agent; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        agent, self._agent = self._agent, None
+        if agent is None:
+            return
+        for ad in list(self._registered.values()):
+            await anyio.to_thread.run_sync(agent.unregister, ad.instance_id)
+        self._registered.clear()
+        await anyio.to_thread.run_sync(_release, agent)
+
+    async def register(self, advertisement: Advertisement) -> None:
+        """Store ``advertisement`` (kept alive by the agent's heartbeat)."""
+        agent = self._need()
+        self._registered[advertisement.instance_id] = advertisement
+        await anyio.to_thread.run_sync(agent.register, advertisement)
+
+    async def unregister(self, advertisement: Advertisement) -> None:
+        """Delete it from Redis and tell the watchers; a no-op when not registered."""
+        agent = self._need()
+        if self._registered.pop(advertisement.instance_id, None) is None:
+            return
+        await anyio.to_thread.run_sync(agent.unregister, advertisement.instance_id)
+
+    @asynccontextmanager
+    async def watch(self) -> AsyncIterator[AsyncIterator[DiscoveryEvent]]:
+        """Follow the mesh's advertisements (see the ``Discovery`` protocol)."""
+        agent = self._need()
+        watcher = agent.hub.subscribe()
+        try:
+            yield watcher
+        finally:
+            watcher.close()
+
+    def statistics(self) -> dict[str, int]:
+        """The agent's counters: added, updated, removed, malformed, redis_errors..."""
+        return self._agent.hub.statistics() if self._agent else {}
+
+    def _need(self) -> _Agent:
+        if self._agent is None:
+            raise MeshError("start the discovery first (await discovery.start())")
+        return self._agent
