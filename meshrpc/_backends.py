@@ -15,7 +15,7 @@ from meshrpc.transport.base import Transport
 __all__ = ["default_discovery", "default_transport"]
 
 
-def default_discovery(settings: Settings) -> Discovery:
+def default_discovery(settings: Settings, keys: MeshKeys | None = None) -> Discovery:
     """The discovery backend ``settings.discovery`` names.
 
     Raises:
@@ -31,6 +31,14 @@ def default_discovery(settings: Settings) -> Discovery:
                 "pip install 'meshrpc[redis]'"
             ) from None
         return RedisDiscovery(kind)
+    if kind == "static":
+        from meshrpc.discovery.static import StaticDiscovery
+
+        return StaticDiscovery(
+            settings.peers,
+            lambda: default_transport(settings, keys),
+            key=keys.key_id if keys else "",
+        )
     from meshrpc.discovery.mdns import MdnsDiscovery
 
     return MdnsDiscovery(interfaces=settings.interfaces)

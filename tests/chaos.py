@@ -45,11 +45,12 @@ class Child:
         log_dir: Path,
         *args: str,
         host: Host | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.{time.monotonic_ns()}.jsonl"
         self.proc = spawn(CHILD, "--name", name, "--namespace", namespace, "--log", str(self.log),
-                          *args, host=host)  # fmt: skip
+                          *args, host=host, env=env)  # fmt: skip
         self.started = time.time()
         self.endpoint = ""
 
@@ -204,9 +205,12 @@ class History:
         return {"calls": len(self.calls), "outcomes": dict(outcomes), "executions": len(runs)}
 
 
-def spawn(script: Path, *args: str, host: Host | None = None) -> subprocess.Popen[str]:
-    """Start ``script`` on loopback, or inside a test host's network namespace."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+def spawn(
+    script: Path, *args: str, host: Host | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start ``script`` on loopback, or inside a test host's network namespace, with
+    ``env`` added to the environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     env["MESHRPC_INTERFACES"] = host.address if host else "127.0.0.1"
     command = [sys.executable, str(script), *args]
     return subprocess.Popen(
@@ -226,8 +230,14 @@ def children_factory(namespace: str, log_dir: Path) -> tuple[Callable[..., Child
     """A ``start(name, *args)`` function and the list of every child it started."""
     started: list[Child] = []
 
-    def start(name: str, *args: str, ready: bool = True, host: Host | None = None) -> Child:
-        child = Child(name, namespace, log_dir, *args, host=host)
+    def start(
+        name: str,
+        *args: str,
+        ready: bool = True,
+        host: Host | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Child:
+        child = Child(name, namespace, log_dir, *args, host=host, env=env)
         started.append(child)
         if ready:
             child.wait_ready()

@@ -16,6 +16,9 @@ from meshrpc._protocol.envelope import (
     Draining,
     ErrorReply,
     Event,
+    Gossip,
+    Info,
+    InfoRequest,
     Ping,
     Pong,
     Reply,
@@ -38,6 +41,12 @@ payloads = st.recursive(
 )
 call_ids = st.integers(min_value=0, max_value=2**63 - 1)
 texts = st.text(max_size=40)
+
+gossip = st.builds(
+    Gossip,
+    props=st.dictionaries(st.text(max_size=5), st.text(max_size=20), max_size=4),
+    age_ms=st.integers(min_value=0, max_value=2**40),
+)
 
 messages = st.one_of(
     st.builds(
@@ -69,6 +78,18 @@ messages = st.one_of(
         meta=st.dictionaries(st.text(max_size=10), payloads, max_size=3),
     ),
     st.just(Welcome()),
+    st.builds(
+        InfoRequest,
+        nonce=call_ids,
+        ads=st.lists(gossip, max_size=3).map(tuple),
+        gone=st.lists(st.text(min_size=1, max_size=20), max_size=3).map(tuple),
+    ),
+    st.builds(
+        Info,
+        nonce=call_ids,
+        own=st.lists(gossip, max_size=2).map(tuple),
+        known=st.lists(gossip, max_size=3).map(tuple),
+    ),
 )
 
 

@@ -11,7 +11,7 @@ from meshrpc.discovery.base import Discovery
 from meshrpc.discovery.mdns import MdnsDiscovery
 from meshrpc.discovery.memory import MemoryDiscovery, MemoryRegistry
 from meshrpc.testing.discovery import DiscoveryConformance
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer, free_port, redis_server
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -56,3 +56,29 @@ class TestRedis(DiscoveryConformance):
         from meshrpc.discovery.redis import RedisDiscovery
 
         return factory_of(lambda: RedisDiscovery(redis.url))
+
+
+class TestStatic(DiscoveryConformance):
+    """Static discovery needs a live seed: a responder of this process on a fixed port,
+    whose backend is static too (it answers the gossip)."""
+
+    @pytest.fixture
+    async def discovery_factory(self) -> AsyncIterator[Factory]:
+        from meshrpc import Responder
+        from meshrpc._backends import default_transport
+        from meshrpc.config import load_settings
+        from meshrpc.discovery.static import StaticDiscovery
+
+        port = free_port()
+        seeds = [f"tcp://127.0.0.1:{port}"]
+        settings = load_settings(environ={"MESHRPC_INTERFACES": "127.0.0.1"})
+
+        def make() -> Discovery:
+            return StaticDiscovery(
+                seeds, lambda: default_transport(settings), interval=0.2, ttl=2.0
+            )
+
+        seed = Responder(name="seed", namespace="conf-seed", port=port, discovery=make())
+        seed.on("ping", lambda payload: "pong")
+        async with seed:
+            yield factory_of(make)

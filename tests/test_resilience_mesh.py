@@ -151,11 +151,19 @@ async def test_retry_budget_bounds_attempts_when_every_responder_refuses(
 
 
 def test_delay_of_a_held_up_request_is_measured_against_the_fastest_seen() -> None:
-    clock = [float("inf"), 0.0]
+    clock = [float("inf"), float("inf"), time.time()]
     now_ms = int(time.time() * 1000)
-    assert _delay_ms(clock, now_ms - 5) == 0.0  # first sight sets the baseline
-    assert _delay_ms(clock, now_ms) == 0.0
+    assert _delay_ms(clock, now_ms - 5) < 1  # first sight sets the baseline
+    assert _delay_ms(clock, now_ms) < 1  # faster than before: the new baseline
     # A request sent 3 s ago that only arrives now sat somewhere for ~3 s.
     assert 2900 < _delay_ms(clock, now_ms - 3000) < 3100
     assert _delay_ms(clock, None) == 0.0  # a requester that does not send its time
     assert _delay_ms(clock, "bogus") == 0.0
+    # One odd sample (a requester clock that was 2 s ahead, then corrected) makes later
+    # requests look held up, but only until it leaves the two windows.
+    clock[2] -= 31
+    assert _delay_ms(clock, now_ms + 2000) < 1  # faster than ever: baseline moves down
+    clock[2] -= 31
+    assert _delay_ms(clock, int(time.time() * 1000)) > 1900  # next window: remembered
+    clock[2] -= 31
+    assert _delay_ms(clock, int(time.time() * 1000)) < 50  # two windows on: forgotten

@@ -84,7 +84,7 @@ class Component:
     def _backends(self) -> tuple[Discovery, Transport]:
         if self.settings.secret is not None:
             self._keys = derive(self.settings.secret)
-        discovery = self._discovery_arg or default_discovery(self.settings)
+        discovery = self._discovery_arg or default_discovery(self.settings, self._keys)
         transport = self._transport_arg or default_transport(self.settings, self._keys)
         return discovery, transport
 

@@ -19,7 +19,7 @@ from meshrpc._components.common import Component
 from meshrpc._components.context import CallContext, _set
 from meshrpc._protocol import codec
 from meshrpc._protocol.advertisement import Advertisement, check_type_name
-from meshrpc._protocol.envelope import Draining, Ping, Pong, Request
+from meshrpc._protocol.envelope import Draining, Gossip, Info, InfoRequest, Ping, Pong, Request
 from meshrpc._runtime import Runtime, current_runtime
 from meshrpc.discovery.base import Discovery
 from meshrpc.errors import ConfigError, MessageTooLarge, ProtocolError
@@ -35,6 +35,8 @@ H = TypeVar("H", bound=Handler)
 
 _MAX_REMEMBERED_PEERS = 10_000  # requesters told DRAINING on shutdown (bounded LRU)
 _MAX_ERROR_TEXT = 32_768
+_CLOCK_WINDOW = 30.0  # s per window of the transit baseline (_delay_ms)
+_DRAIN_GRACE = 0.2  # s between telling requesters DRAINING and closing, at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +104,9 @@ class Responder(Component):
         self._draining = False
         self._in_flight = 0
         self._idle: anyio.Event | None = None
-        # Per requester: [smallest (receive wall time - send wall time) seen, when], so a
-        # request held up on the way (a frozen process, a healed partition) shows its age.
+        # Per requester: the smallest (receive wall time - send wall time) in the current
+        # and previous window, so a request held up on the way (a frozen process, a
+        # healed partition) shows its age (see _delay_ms).
         self._peers: OrderedDict[bytes, list[float]] = OrderedDict()
         self._stats = dict.fromkeys(
             (
@@ -118,6 +121,7 @@ class Responder(Component):
                 "malformed",
                 "replies_dropped",
                 "pings",
+                "info_requests",
             ),
             0,
         )
@@ -233,11 +237,18 @@ class Responder(Component):
                         await self._discovery.unregister(self._advertisement)
                     await self._discovery.aclose()
                 self._tell_draining()
+                told = time.monotonic()
                 if self._in_flight:
                     # Created only now: an event per busy period would cost every call.
                     self._idle = anyio.Event()
                     with anyio.move_on_after(self.settings.drain_timeout):
                         await self._idle.wait()
+                # Let the requesters read DRAINING before the socket closes: a process
+                # that exits with their frames unread makes its kernel reset the
+                # connections, and a reset discards what the peer had not read yet.
+                grace = min(_DRAIN_GRACE, self.settings.drain_timeout) - (time.monotonic() - told)
+                if grace > 0:
+                    await anyio.sleep(grace)
                     if self._in_flight:
                         logger.warning(
                             "responder %r: %d calls still running after the %.1fs drain "
@@ -269,7 +280,7 @@ class Responder(Component):
     def _on_frame(self, peer: bytes, frame: bytes) -> None:
         clock = self._peers.get(peer)
         if clock is None:
-            clock = self._peers[peer] = [math.inf, 0.0]
+            clock = self._peers[peer] = [math.inf, math.inf, time.time()]
             if len(self._peers) > _MAX_REMEMBERED_PEERS:
                 self._peers.popitem(last=False)
         else:
@@ -288,9 +299,30 @@ class Responder(Component):
         elif isinstance(message, Ping):
             self._stats["pings"] += 1
             self._send(peer, codec.encode(Pong(message.nonce)))
+        elif isinstance(message, InfoRequest):
+            self._answer_info(peer, message)
         else:
             self._stats["malformed"] += 1
             logger.debug("unexpected %s from %r dropped", type(message).__name__, peer)
+
+    def _answer_info(self, peer: bytes, request: InfoRequest) -> None:
+        # Static discovery asks every responder who it is and whom it knows; a backend
+        # that gossips (StaticDiscovery) also takes in what the asker brought.
+        self._stats["info_requests"] += 1
+        gossip = getattr(self._discovery, "gossip", None)
+        ad = self._advertisement
+        if self._draining or ad is None:
+            info = Info(request.nonce)  # leaving (its discovery is closed): not a member
+        elif callable(gossip):
+            info = gossip(request, ad)
+        else:
+            info = Info(request.nonce, (Gossip(ad.to_properties(), 0),))
+        try:
+            frame = codec.encode(info, max_size=self.settings.max_message)
+        except ProtocolError as exc:  # more members than one message may carry
+            logger.warning("responder %r cannot answer INFO_REQUEST: %s", self.name, exc)
+            return
+        self._send(peer, frame)
 
     def _on_request(self, peer: bytes, request: Request, clock: list[float]) -> None:
         self._stats["received"] += 1
@@ -428,23 +460,21 @@ def _delay_ms(clock: list[float], sent_ms: Any) -> float:
 
     Clocks of two hosts differ, so the absolute transit time is unknown; but the
     smallest (receive - send) difference seen from one requester is that offset plus
-    the fastest transit, and a request whose difference is much larger sat somewhere
-    (a frozen process, a partition that healed) and has that much less time left. The
-    baseline creeps up by 1 % of the time elapsed so a stepped clock is forgotten.
+    the fastest transit, and a request whose difference is larger sat somewhere (a
+    frozen process, a partition that healed) and has that much less time left. The
+    smallest is taken over the current and the previous window of ``_CLOCK_WINDOW``
+    seconds, so a stepped clock is forgotten within two windows.
+    ``clock`` is the requester's ``[current minimum, previous minimum, window start]``.
     """
     if not isinstance(sent_ms, int) or isinstance(sent_ms, bool):
         return 0.0  # an older or foreign requester: only the relative deadline applies
     now = time.time()
     observed = now * 1000.0 - sent_ms
-    baseline, at = clock
-    if observed <= baseline:
-        clock[0], clock[1] = observed, now
-        return 0.0
-    creep = (now - at) * 10.0  # ms: 1 % of the seconds since the baseline was set
-    if creep >= observed - baseline:
-        clock[0], clock[1] = observed, now
-        return 0.0
-    return observed - baseline - creep
+    if now - clock[2] > _CLOCK_WINDOW:
+        clock[0], clock[1], clock[2] = math.inf, clock[0], now
+    if observed < clock[0]:
+        clock[0] = observed
+    return observed - min(clock[0], clock[1])
 
 
 def _run_before(deadline: float, fn: Handler, payload: Any) -> tuple[bool, Any]:

@@ -15,6 +15,8 @@ from meshrpc._protocol.envelope import (
     DRAINING,
     ERROR,
     EVENT,
+    INFO,
+    INFO_REQUEST,
     PING,
     PONG,
     PROTOCOL_VERSION,
@@ -24,6 +26,9 @@ from meshrpc._protocol.envelope import (
     Draining,
     ErrorReply,
     Event,
+    Gossip,
+    Info,
+    InfoRequest,
     Message,
     Ping,
     Pong,
@@ -48,6 +53,7 @@ __all__ = [
 DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
 _INT64_MAX: Final = 2**63 - 1
 _MAX_TOPIC: Final = 200  # as topics.check_topic: bounds every per-topic cache
+_MAX_GOSSIP: Final = 10_000  # advertisements in one INFO (the discovery cap)
 
 _DRAINING_FRAME: Final = msgpack.packb([PROTOCOL_VERSION, DRAINING])
 _WELCOME_FRAME: Final = msgpack.packb([PROTOCOL_VERSION, WELCOME])
@@ -179,7 +185,39 @@ def encode(message: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         return pack_payload([PROTOCOL_VERSION, PING, message.nonce])
     if isinstance(message, Pong):
         return pack_payload([PROTOCOL_VERSION, PONG, message.nonce])
-    raise ProtocolError(f"not a message: {message!r}")
+    if isinstance(message, InfoRequest):
+        frame = pack_payload(
+            [PROTOCOL_VERSION, INFO_REQUEST, message.nonce, _gossip(message.ads),
+             list(message.gone)]
+        )  # fmt: skip
+    elif isinstance(message, Info):
+        frame = pack_payload(
+            [PROTOCOL_VERSION, INFO, message.nonce, _gossip(message.own), _gossip(message.known)]
+        )
+    else:
+        raise ProtocolError(f"not a message: {message!r}")
+    _check_size(frame, max_size)
+    return frame
+
+
+def _gossip(items: tuple[Gossip, ...]) -> list[list[Any]]:
+    return [[g.props, g.age_ms] for g in items]
+
+
+def _read_gossip(value: Any, what: str) -> tuple[Gossip, ...]:
+    if not isinstance(value, list) or len(value) > _MAX_GOSSIP:
+        raise ProtocolError(f"{what} must be a list of at most {_MAX_GOSSIP} entries")
+    items = []
+    for entry in value:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict)):
+            raise ProtocolError(f"{what} entries must be [properties, age]")
+        props, age = entry
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in props.items()):
+            raise ProtocolError(f"{what} properties must map strings to strings")
+        if not isinstance(age, int) or isinstance(age, bool) or not 0 <= age <= _INT64_MAX:
+            raise ProtocolError(f"{what} age must be a non-negative integer")
+        items.append(Gossip(props, age))
+    return tuple(items)
 
 
 def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Message:
@@ -232,6 +270,19 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Message:
         _expect_len(obj, 3, "PING/PONG")
         nonce = _call_id(obj[2])
         return Ping(nonce) if kind == PING else Pong(nonce)
+    if kind == INFO_REQUEST:
+        _expect_len(obj, 5, "INFO_REQUEST")
+        gone = obj[4]
+        if not isinstance(gone, list) or len(gone) > _MAX_GOSSIP:
+            raise ProtocolError("INFO_REQUEST gone must be a list")
+        if not all(isinstance(g, str) and 0 < len(g) <= 200 for g in gone):
+            raise ProtocolError("INFO_REQUEST gone must list instance ids")
+        return InfoRequest(_call_id(obj[2]), _read_gossip(obj[3], "INFO_REQUEST ads"), tuple(gone))
+    if kind == INFO:
+        _expect_len(obj, 5, "INFO")
+        return Info(
+            _call_id(obj[2]), _read_gossip(obj[3], "INFO own"), _read_gossip(obj[4], "INFO known")
+        )
     raise ProtocolError(f"unknown message kind {kind!r}")
 
 

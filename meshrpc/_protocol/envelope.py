@@ -13,6 +13,8 @@ __all__ = [
     "DRAINING",
     "ERROR",
     "EVENT",
+    "INFO",
+    "INFO_REQUEST",
     "ERROR_CODES",
     "PING",
     "PONG",
@@ -23,6 +25,9 @@ __all__ = [
     "Draining",
     "ErrorReply",
     "Event",
+    "Gossip",
+    "Info",
+    "InfoRequest",
     "Message",
     "Ping",
     "Pong",
@@ -41,6 +46,8 @@ PING: Final = 5
 PONG: Final = 6
 EVENT: Final = 7
 WELCOME: Final = 8
+INFO_REQUEST: Final = 9
+INFO: Final = 10
 
 # Why the call failed, as carried in ERROR messages. A requester maps each code to
 # exactly one exception class; unknown codes from newer peers become RemoteError.
@@ -127,4 +134,34 @@ class Welcome:
     subscriptions are now live at that publisher."""
 
 
-Message = Request | Reply | ErrorReply | Draining | Ping | Pong | Event | Welcome
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    """One advertisement passed on by a member: its TXT properties, and how many
+    milliseconds ago the passer last heard of it from its owner (0: from the owner)."""
+
+    props: dict[str, str]
+    age_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InfoRequest:
+    """Static discovery: "who are you, whom do you know?" The asker also hands over its
+    own advertisements (``ads``) and the instance ids it withdrew (``gone``)."""
+
+    nonce: int
+    ads: tuple[Gossip, ...] = ()
+    gone: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """The answer: the responder's own advertisement(s) and the ones it knows of."""
+
+    nonce: int
+    own: tuple[Gossip, ...] = ()
+    known: tuple[Gossip, ...] = ()
+
+
+Message = (
+    Request | Reply | ErrorReply | Draining | Ping | Pong | Event | Welcome | InfoRequest | Info
+)
