@@ -89,6 +89,9 @@ messages = st.one_of(
         nonce=call_ids,
         own=st.lists(gossip, max_size=2).map(tuple),
         known=st.lists(gossip, max_size=3).map(tuple),
+        gone=st.lists(
+            st.tuples(st.text(min_size=1, max_size=20), st.integers(0, 2**40)), max_size=3
+        ).map(tuple),
     ),
 )
 

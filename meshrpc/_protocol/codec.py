@@ -192,8 +192,9 @@ def encode(message: Message, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         )  # fmt: skip
     elif isinstance(message, Info):
         frame = pack_payload(
-            [PROTOCOL_VERSION, INFO, message.nonce, _gossip(message.own), _gossip(message.known)]
-        )
+            [PROTOCOL_VERSION, INFO, message.nonce, _gossip(message.own), _gossip(message.known),
+             [list(g) for g in message.gone]]
+        )  # fmt: skip
     else:
         raise ProtocolError(f"not a message: {message!r}")
     _check_size(frame, max_size)
@@ -279,9 +280,28 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Message:
             raise ProtocolError("INFO_REQUEST gone must list instance ids")
         return InfoRequest(_call_id(obj[2]), _read_gossip(obj[3], "INFO_REQUEST ads"), tuple(gone))
     if kind == INFO:
-        _expect_len(obj, 5, "INFO")
+        _expect_len(obj, 6, "INFO")
+        gone = obj[5]
+        if not isinstance(gone, list) or len(gone) > _MAX_GOSSIP:
+            raise ProtocolError("INFO gone must be a list")
+        withdrawn = []
+        for entry in gone:
+            if not (
+                isinstance(entry, list)
+                and len(entry) == 2
+                and isinstance(entry[0], str)
+                and 0 < len(entry[0]) <= 200
+                and isinstance(entry[1], int)
+                and not isinstance(entry[1], bool)
+                and 0 <= entry[1] <= _INT64_MAX
+            ):
+                raise ProtocolError("INFO gone entries must be [instance id, age]")
+            withdrawn.append((entry[0], entry[1]))
         return Info(
-            _call_id(obj[2]), _read_gossip(obj[3], "INFO own"), _read_gossip(obj[4], "INFO known")
+            _call_id(obj[2]),
+            _read_gossip(obj[3], "INFO own"),
+            _read_gossip(obj[4], "INFO known"),
+            tuple(withdrawn),
         )
     raise ProtocolError(f"unknown message kind {kind!r}")
 

@@ -155,11 +155,13 @@ class InfoRequest:
 
 @dataclass(frozen=True, slots=True)
 class Info:
-    """The answer: the responder's own advertisement(s) and the ones it knows of."""
+    """The answer: the responder's own advertisement(s), the ones it knows of, and the
+    instances it knows withdrew, each as ``(instance id, milliseconds ago)``."""
 
     nonce: int
     own: tuple[Gossip, ...] = ()
     known: tuple[Gossip, ...] = ()
+    gone: tuple[tuple[str, int], ...] = ()
 
 
 Message = (

@@ -224,6 +224,11 @@ class _Agent:
             self._last_seen[instance_id] = time.monotonic()
 
     def _accept(self, instance_id: str, value: str) -> bool:
+        with self._own_lock:
+            if instance_id in self._own:
+                # Ours: what this process registered last is the truth, not a copy
+                # read from Redis a moment before it changed.
+                return True
         try:
             ad = _parse(instance_id, value)
         except ProtocolError as exc:

@@ -77,11 +77,19 @@ class _State:
             self.heard[key] = max(heard, self.heard.get(key, heard))
         self.hub.put(key, ad)
 
-    def withdraw(self, key: str, now: float) -> None:
+    def withdraw(self, key: str, when: float) -> None:
+        """``key`` withdrew at ``when``: forget it, unless heard of since."""
         with self.lock:
-            self.tombstones[key] = now
+            if key in self.own or self.heard.get(key, -1.0) > when:
+                return
+            self.tombstones[key] = max(when, self.tombstones.get(key, when))
             self.heard.pop(key, None)
         self.hub.remove(key)
+
+    def withdrawals(self, now: float) -> tuple[tuple[str, int], ...]:
+        """Recent withdrawals with their ages, for INFO answers."""
+        with self.lock:
+            return tuple((k, int((now - t) * 1000)) for k, t in self.tombstones.items())
 
     def expire(self, now: float) -> None:
         with self.lock:
@@ -131,6 +139,7 @@ class _Agent:
         self._scope: anyio.CancelScope | None = None
         self._done = threading.Event()
         self._gone: dict[str, float] = {}  # withdrawn here: tell the others for a while
+        self._conns: dict[str, Connection] = {}
         self._nonces = itertools.count(1)
 
     def start(self) -> None:
@@ -177,7 +186,7 @@ class _Agent:
 
     async def _main(self) -> None:
         transport = self._transport_factory()
-        conns: dict[str, Connection] = {}
+        conns = self._conns
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
@@ -211,17 +220,31 @@ class _Agent:
             if endpoint not in conns:
                 try:
                     conns[endpoint] = await transport.connect(
-                        tg, endpoint, partial(self._on_frame, endpoint), _ignore_state
+                        tg,
+                        endpoint,
+                        partial(self._on_frame, endpoint),
+                        partial(self._on_state, endpoint),
                     )
                 except ConfigError as exc:
                     logger.warning("static discovery cannot use %s: %s", endpoint, exc)
+        frame = self._request(now)
+        for conn in conns.values():
+            conn.send(frame)  # not up yet: asked as soon as it is (_on_state)
+
+    def _request(self, now: float) -> bytes:
+        state = self.state
         with state.lock:
             own = tuple(Gossip(ad.to_properties(), 0) for ad in state.own.values())
             self._gone = {k: t for k, t in self._gone.items() if now - t <= state.ttl}
             gone = tuple(self._gone)
-        frame = codec.encode(InfoRequest(next(self._nonces), own, gone))
-        for conn in conns.values():
-            conn.send(frame)  # not up yet: the next round asks again
+        return codec.encode(InfoRequest(next(self._nonces), own, gone))
+
+    def _on_state(self, endpoint: str, peer_state: PeerState) -> None:
+        # Ask a new (or re-established) connection at once rather than at the next
+        # round: that is most of the time a joining process waits.
+        conn = self._conns.get(endpoint)
+        if peer_state == "up" and conn is not None:
+            conn.send(self._request(time.monotonic()))
 
     def _on_frame(self, endpoint: str, frame: bytes) -> None:
         try:
@@ -244,10 +267,8 @@ class _Agent:
         now = time.monotonic()
         for item in (*message.own, *message.known):
             self.state.accept(item, now)
-
-
-def _ignore_state(state: PeerState) -> None:
-    """Connection state does not matter to gossip: a round asks whoever is up."""
+        for key, age_ms in message.gone:
+            self.state.withdraw(key, now - age_ms / 1000.0)
 
 
 _agents: dict[tuple[Any, ...], _Agent] = {}
@@ -349,7 +370,7 @@ class StaticDiscovery:
         for key in request.gone:
             state.withdraw(key, now)
         mine = (Gossip(own.to_properties(), 0),) if own is not None else ()
-        return Info(request.nonce, mine, state.gossip(now))
+        return Info(request.nonce, mine, state.gossip(now), state.withdrawals(now))
 
     def statistics(self) -> dict[str, int]:
         """The agent's counters: added, removed, rounds, answers, malformed..."""
