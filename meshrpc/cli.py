@@ -4,6 +4,7 @@
     meshrpc call TYPE [JSON] [--timeout S]   one request; the result as JSON
     meshrpc publish TOPIC [JSON]             one event
     meshrpc listen PATTERN [--count N]       events as JSON lines
+    meshrpc monitor [--json] [--web PORT]    live components and traffic
 
 Global options choose the mesh (``--namespace``, ``--key``, ``--environment``); every
 other setting comes from the ``MESHRPC_*`` variables as for any component. Errors are one
@@ -94,6 +95,14 @@ def _parser() -> argparse.ArgumentParser:
         help="wait for this many subscribers before publishing (events are at-most-once)",
     )
     publish.add_argument("--timeout", type=float, default=10.0)
+
+    monitor = sub.add_parser("monitor", help="live view of the mesh's components and traffic")
+    monitor.add_argument("--json", action="store_true", help="a JSON line per refresh")
+    monitor.add_argument("--duration", type=float, default=0, help="stop after S seconds")
+    monitor.add_argument(
+        "--web", type=int, default=None, metavar="PORT", help="also serve the mesh graph"
+    )
+    monitor.add_argument("--web-host", default="127.0.0.1", help="address for --web")
 
     listen = sub.add_parser("listen", help="print events matching PATTERN as JSON lines")
     listen.add_argument("pattern", help="topic or pattern (* one segment, # any depth)")
@@ -241,7 +250,84 @@ async def _listen(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-_COMMANDS = {"ls": _ls, "call": _call, "publish": _publish, "listen": _listen}
+async def _monitor(args: argparse.Namespace, out: TextIO) -> int:
+    from meshrpc._components.stats import TOPIC
+    from meshrpc._monitor import MeshView
+
+    render = None if args.json else _rich_renderer()
+    view = MeshView()
+    sub = Subscriber(name=_cli_name("monitor"), stats_interval=0, **_labels(args))
+    async with sub, sub.events(TOPIC) as stream, anyio.create_task_group() as tg:
+
+        async def consume() -> None:
+            async for _topic, event in stream:
+                view.update(event)
+
+        tg.start_soon(consume)
+        web = None
+        if args.web is not None:
+            from meshrpc._web_monitor import WebMonitor
+
+            web = WebMonitor(view, args.web_host, args.web)
+            await web.start(tg)
+            print(_dumps({"web": web.url}), file=sys.stderr, flush=True)
+        ends = time.monotonic() + args.duration if args.duration else math.inf
+        try:
+            while time.monotonic() < ends:
+                view.expire()
+                if render is None:
+                    print(_dumps({"time": time.time(), "components": view.rows(),
+                                  "links": view.links()}), file=out, flush=True)  # fmt: skip
+                else:
+                    render(view)
+                await anyio.sleep(min(1.0, max(0.0, ends - time.monotonic())))
+        finally:
+            if web is not None:
+                await web.aclose()
+            tg.cancel_scope.cancel()
+    return 0
+
+
+def _rich_renderer() -> Any:
+    try:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.table import Table
+    except ImportError:
+        raise UsageError("the terminal monitor needs rich: pip install 'meshrpc[cli]'") from None
+    console = Console()
+    live = Live(console=console, auto_refresh=False)
+    live.start()
+
+    def render(view: Any) -> None:
+        table = Table(title="meshrpc — live mesh (Ctrl-C to quit)", expand=True)
+        for column in ("name", "kind", "host:pid", "endpoint", "calls/s", "errors/s",
+                       "pending", "p99 ms"):  # fmt: skip
+            table.add_column(column, justify="right" if "/" in column or column in (
+                "pending", "p99 ms") else "left")  # fmt: skip
+        for row in view.rows():
+            table.add_row(
+                row["name"],
+                row["kind"],
+                f"{row['host']}:{row['pid']}",
+                row["endpoint"],
+                f"{row['calls_per_s']:.1f}",
+                f"{row['errors_per_s']:.1f}",
+                str(row["pending"]),
+                "" if row["p99_ms"] is None else f"{row['p99_ms']:.2f}",
+            )
+        live.update(table, refresh=True)
+
+    return render
+
+
+_COMMANDS = {
+    "ls": _ls,
+    "call": _call,
+    "publish": _publish,
+    "listen": _listen,
+    "monitor": _monitor,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -275,6 +275,14 @@ VARIABLES: tuple[Variable, ...] = (
         "advertisements are ignored and counted, so a flood cannot exhaust memory.",
     ),
     Variable(
+        "MESHRPC_STATS_INTERVAL",
+        "stats_interval",
+        1.0,
+        _non_negative_float,
+        "Seconds between the statistics events components publish for `meshrpc monitor` "
+        "(topic meshrpc.stats; built only while someone listens); 0 turns them off.",
+    ),
+    Variable(
         "MESHRPC_DRAIN_TIMEOUT",
         "drain_timeout",
         10.0,
@@ -323,6 +331,7 @@ class Settings:
     secret: Secret | None
     handshake_timeout: float
     max_peers: int
+    stats_interval: float
     drain_timeout: float
     send_tracebacks: bool
 

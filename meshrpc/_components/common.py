@@ -88,6 +88,30 @@ class Component:
         transport = self._transport_arg or default_transport(self.settings, self._keys)
         return discovery, transport
 
+    async def _report(self, joining: bool) -> None:
+        """Start or stop publishing this component's statistics (``stats.py``)."""
+        from meshrpc._components import stats
+
+        if self.settings.stats_interval > 0:
+            await anyio.to_thread.run_sync(stats.join if joining else stats.leave, self)
+
+    def statistics(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What the statistics event says about this component (read from any thread)."""
+        ad = getattr(self, "_advertisement", None)
+        return {
+            "id": self.instance_id,
+            "name": self.name,
+            "kind": self.kind,
+            "namespace": self.settings.namespace,
+            "version": getattr(self, "version", ""),
+            "types": list(ad.types) if ad is not None else [],
+            "endpoint": ad.endpoint if ad is not None else "",
+            "stats": self.statistics(),
+        }
+
     def _sign(self, ad: Advertisement) -> Advertisement:
         return sign(ad, self._keys) if self._keys is not None else ad
 

@@ -70,6 +70,7 @@ class Publisher(Component):
         max_message: int | None = None,
         secret: str | Secret | None = None,
         handshake_timeout: float | None = None,
+        stats_interval: float | None = None,
         discovery: Discovery | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -83,6 +84,7 @@ class Publisher(Component):
             port=port,
             advertise_host=advertise_host,
             interfaces=interfaces,
+            stats_interval=stats_interval,
             secret=secret,
             handshake_timeout=handshake_timeout,
             max_message=max_message,
@@ -216,6 +218,7 @@ class Publisher(Component):
             await self._shutdown()
             raise
         logger.info("publisher %r at %s", self.name, self.endpoint)
+        await self._report(True)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -226,6 +229,7 @@ class Publisher(Component):
         if tg is None:
             return
         with anyio.CancelScope(shield=True):
+            await self._report(False)
             tg.cancel_scope.cancel()
             try:
                 if self._discovery is not None:

@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from typing import Any, Self
 
 import anyio
@@ -130,6 +131,7 @@ class Requester(Component):
         secret: str | Secret | None = None,
         handshake_timeout: float | None = None,
         max_peers: int | None = None,
+        stats_interval: float | None = None,
         discovery: Discovery | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -143,6 +145,7 @@ class Requester(Component):
             timeout=timeout,
             balance=balance,
             interfaces=interfaces,
+            stats_interval=stats_interval,
             secret=secret,
             handshake_timeout=handshake_timeout,
             max_peers=max_peers,
@@ -164,6 +167,8 @@ class Requester(Component):
         self._balancer = Balancer(self.settings.balance)
         self._ids = itertools.count(1)
         self._nonces = itertools.count(1)
+        # Durations of the latest successful calls, for the monitor's percentiles.
+        self._latencies: deque[float] = deque(maxlen=1024)
         self._peers: dict[str, _Peer] = {}
         self._candidates: dict[str, list[_Peer]] = {}
         self._retiring: set[Connection] = set()
@@ -245,6 +250,7 @@ class Requester(Component):
         if meta:
             call_meta["m"] = meta
         self._budget.deposit()
+        started = time.monotonic()
         attempt = 1
         unsent = 0
         avoid: _Peer | None = None
@@ -313,6 +319,7 @@ class Requester(Component):
             if error is None:
                 peer.breaker.success()
                 self._stats["ok"] += 1
+                self._latencies.append(time.monotonic() - started)
                 return call.result
             if isinstance(error, _Refused):
                 # Not run (overloaded or draining): safe to try again, elsewhere if we can.
@@ -417,6 +424,28 @@ class Requester(Component):
             "retry_tokens": round(self._budget.available(), 2),
         }
 
+    def _snapshot(self) -> dict[str, Any]:
+        snapshot = super()._snapshot()
+        latencies = sorted(self._latencies)
+        if latencies:
+            snapshot["latency_ms"] = {
+                "p50": latencies[len(latencies) // 2] * 1000,
+                "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+            }
+        snapshot["peers"] = [
+            {
+                "id": p.ad.instance_id,
+                "name": p.ad.name,
+                "endpoint": p.ad.endpoint,
+                "sent": p.assigned,
+                "in_flight": len(p.pending),
+                "usable": p.usable,
+                "ejected": p.breaker.ejected,
+            }
+            for p in list(self._peers.values())
+        ]
+        return snapshot
+
     def responders(self) -> list[Advertisement]:
         """Advertisements of the responders currently known (connected or not)."""
         return [p.ad for p in self._peers.values()]
@@ -441,6 +470,7 @@ class Requester(Component):
         except BaseException:
             await self._shutdown()
             raise
+        await self._report(True)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -451,6 +481,7 @@ class Requester(Component):
         if tg is None:
             return
         with anyio.CancelScope(shield=True):
+            await self._report(False)
             # Stop the watcher and the pumps first, so nothing uses discovery or a
             # connection while they are being closed.
             tg.cancel_scope.cancel()

@@ -74,6 +74,7 @@ class Responder(Component):
         send_tracebacks: bool | None = None,
         secret: str | Secret | None = None,
         handshake_timeout: float | None = None,
+        stats_interval: float | None = None,
         discovery: Discovery | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -87,6 +88,7 @@ class Responder(Component):
             port=port,
             advertise_host=advertise_host,
             interfaces=interfaces,
+            stats_interval=stats_interval,
             secret=secret,
             handshake_timeout=handshake_timeout,
             max_concurrency=max_concurrency,
@@ -216,6 +218,7 @@ class Responder(Component):
             await self._shutdown()
             raise
         logger.info("responder %r serving %s at %s", self.name, self.types, self.endpoint)
+        await self._report(True)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -230,6 +233,7 @@ class Responder(Component):
         if tg is None:
             return
         with anyio.CancelScope(shield=True):
+            await self._report(False)
             self._draining = True
             try:
                 if self._discovery is not None:

@@ -126,6 +126,7 @@ class Subscriber(Component):
         secret: str | Secret | None = None,
         handshake_timeout: float | None = None,
         max_peers: int | None = None,
+        stats_interval: float | None = None,
         discovery: Discovery | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -137,6 +138,7 @@ class Subscriber(Component):
             discovery=discovery,
             transport=transport,
             interfaces=interfaces,
+            stats_interval=stats_interval,
             secret=secret,
             handshake_timeout=handshake_timeout,
             max_peers=max_peers,
@@ -285,6 +287,7 @@ class Subscriber(Component):
         except BaseException:
             await self._shutdown()
             raise
+        await self._report(True)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -295,6 +298,7 @@ class Subscriber(Component):
         if tg is None:
             return
         with anyio.CancelScope(shield=True):
+            await self._report(False)
             tg.cancel_scope.cancel()
             for stream in list(self._streams):
                 await stream.aclose()  # ends any `async for` over it
