@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 os.environ["MESHRPC_INTERFACES"] = "127.0.0.1"
+# Statistics events cost every component a shared publisher; only the monitor tests,
+# which are about them, turn them back on (tests/test_monitor.py).
+os.environ["MESHRPC_STATS_INTERVAL"] = "0"
 os.environ.pop("MESHRPC_NAMESPACE", None)
 os.environ.pop("MESHRPC_KEY", None)
 os.environ.pop("MESHRPC_ENVIRONMENT", None)
@@ -37,6 +40,7 @@ _ALLOWED_THREAD_PREFIXES = (
     "Trio thread",
     "asyncio_",
     "ThreadPoolExecutor",
+    "meshrpc-stats",  # one per process, for its life (meshrpc/_components/stats.py)
 )
 
 

@@ -88,24 +88,27 @@ def test_ls_lists_components_as_a_table_and_as_json(mesh: Any, namespace: str) -
 def test_ls_watch_follows_leaves_and_exits_cleanly_on_ctrl_c(
     mesh: list[subprocess.Popen[str]], namespace: str
 ) -> None:
-    watcher = subprocess.Popen(
+    watcher: subprocess.Popen[bytes] = subprocess.Popen(
         [sys.executable, "-m", "meshrpc", "--namespace", namespace, "ls", "--json", "--watch"],
         env=procs.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,
     )
     try:
         assert watcher.stdout is not None
         first = [json.loads(readline(watcher.stdout)) for _ in range(2)]
         assert len({r["pid"] for r in first}) == 2
         procs.stop([mesh[0]])  # a clean stop withdraws the advertisement
-        event = json.loads(readline(watcher.stdout))
-        assert (event["event"], event["pid"]) == ("removed", mesh[0].pid)
+        for _ in range(10):
+            event = json.loads(readline(watcher.stdout))
+            if event.get("event") == "removed":
+                break
+        assert event["pid"] == mesh[0].pid
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(15) == 0
         assert watcher.stderr is not None
-        assert "Traceback" not in watcher.stderr.read()
+        assert b"Traceback" not in watcher.stderr.read()
     finally:
         if watcher.poll() is None:
             watcher.kill()
@@ -116,11 +119,16 @@ def test_ls_watch_follows_leaves_and_exits_cleanly_on_ctrl_c(
 
 
 def readline(stream: Any, timeout: float = 20) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    assert ready, "no output in time"
-    line: str = stream.readline()
-    assert line, "the command ended"
-    return line
+    """One line from an unbuffered binary pipe (select on a buffered text stream can
+    miss lines already read into its buffer)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([stream], [], [], timeout)
+        assert ready, f"no output in time (so far {line!r})"
+        byte = stream.read(1)
+        assert byte, f"the command ended (so far {line!r})"
+        line += byte
+    return line.decode()
 
 
 def test_publish_and_listen(namespace: str) -> None:
@@ -130,7 +138,7 @@ def test_publish_and_listen(namespace: str) -> None:
         env=procs.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,
     )  # fmt: skip
     try:
         assert listener.stderr is not None
@@ -141,7 +149,7 @@ def test_publish_and_listen(namespace: str) -> None:
             assert json.loads(done.stdout)["subscribers"] >= 1
         assert listener.wait(20) == 0
         assert listener.stdout is not None
-        events = [json.loads(line) for line in listener.stdout.read().splitlines()]
+        events = [json.loads(line) for line in listener.stdout.read().decode().splitlines()]
         assert events == [
             {"topic": "alerts.fire", "payload": {"room": 3}},
             {"topic": "alerts.flood", "payload": [1, 2]},

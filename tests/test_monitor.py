@@ -61,7 +61,9 @@ def test_view_folds_events_into_rates_links_and_expiry() -> None:
 
 
 @pytest.fixture
-def busy_mesh(namespace: str) -> Iterator[None]:
+def busy_mesh(namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # On by default for users; the test configuration turns it off for other tests.
+    monkeypatch.setenv("MESHRPC_STATS_INTERVAL", "1")
     with procs.responders(namespace, ["mon"]):
         caller = subprocess.Popen(
             # At most a minute of calls; ended when the test is done.
@@ -154,3 +156,33 @@ def test_web_monitor_page_renders_the_live_mesh_in_chromium(
     finally:
         proc.kill()
         finish(proc)
+
+
+@pytest.mark.anyio
+async def test_components_publish_statistics_events_in_process(namespace: str) -> None:
+    import anyio
+
+    from meshrpc import Requester, Responder, Subscriber
+    from meshrpc._components.stats import TOPIC
+
+    responder = Responder(name="stat-r", namespace=namespace, stats_interval=0.2)
+    responder.on("echo", lambda payload: payload)
+    watcher = Subscriber(name="watcher", namespace=namespace, stats_interval=0)
+    async with (
+        responder,
+        Requester(name="stat-q", namespace=namespace, stats_interval=0.2) as client,
+        watcher,
+        watcher.events(TOPIC) as stream,
+    ):
+        await client.send("echo", 1, timeout=10)
+        with anyio.fail_after(20):
+            async for _topic, event in stream:
+                by_name = {c["name"]: c for c in event["components"]}
+                if {"stat-r", "stat-q"} <= set(by_name):
+                    break
+        assert by_name["stat-r"]["stats"]["ok"] >= 1
+        assert by_name["stat-r"]["endpoint"].startswith("tcp://127.0.0.1:")
+        (peer,) = by_name["stat-q"]["peers"]
+        assert peer["name"] == "stat-r"
+        assert peer["sent"] >= 1
+        assert by_name["stat-q"]["latency_ms"]["p99"] > 0

@@ -6,8 +6,10 @@ publishes, per mesh (namespace, key, environment, secret), one event on the topi
 requesters which responders they talk to. It is sent by one hidden publisher per mesh
 and process, run by an agent thread with its own event loop, so components in any
 event loop (or the blocking facade's threads) share it and their lifetimes do not
-matter to it. Publishing with no subscriber costs almost nothing (ZeroMQ drops it at
-the socket); the snapshots are built only when someone listens.
+matter to it; the thread (``meshrpc-stats``) lives as long as the process. A mesh's
+publisher closes with its last component. Publishing with no subscriber costs almost
+nothing (ZeroMQ drops it at the socket); the snapshots are built only when someone
+listens.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import os
 import socket
 import threading
 import time
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio.from_thread
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     from meshrpc._components.common import Component
@@ -43,47 +45,74 @@ def _labels(component: Component) -> Labels:
 
 
 class _Agent:
-    def __init__(self) -> None:
+    """One per process, started by the first component that reports and then kept for
+    the life of the process (a daemon thread named ``meshrpc-stats`` with its own event
+    loop); a mesh's hidden publisher is closed as soon as its last component leaves."""
+
+    def __init__(self, interval: float) -> None:
         self.lock = threading.Lock()
         self.components: dict[int, Component] = {}
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
-        self._portal: BlockingPortal | None = None
-        self._scope: anyio.CancelScope | None = None
-        self._done = threading.Event()
-        self.interval = 1.0
+        self.interval = interval
+        self._publishers: dict[Labels, Publisher] = {}
+        self._closing: list[tuple[Labels, threading.Event]] = []
+        self._wake: anyio.Event | None = None
+        self._token: Any = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meshrpc-stats", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
 
-    def start(self) -> None:
-        self._portal_cm = start_blocking_portal("asyncio")
-        self._portal = self._portal_cm.__enter__()
-        self._portal.start_task_soon(self._main)
-
-    def stop(self) -> None:
-        if self._portal is None or self._portal_cm is None:
-            return
-        self._portal.call(self._cancel)
-        self._done.wait(10)
-        self._portal_cm.__exit__(None, None, None)
-        self._portal = None
-
-    def _cancel(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
+    def _run(self) -> None:
+        anyio.run(self._main)
 
     async def _main(self) -> None:
-        publishers: dict[Labels, Publisher] = {}
-        try:
-            with anyio.CancelScope() as scope:
-                self._scope = scope
-                while True:
-                    await self._round(publishers)
-                    await anyio.sleep(self.interval)
-        finally:
-            with anyio.CancelScope(shield=True):
-                for pub in publishers.values():
-                    await pub.__aexit__(None, None, None)
-            self._done.set()
+        self._token = anyio.lowlevel.current_token()
+        self._wake = anyio.Event()
+        self._ready.set()
+        next_round = 0.0
+        while True:
+            # Publishers are entered and left by this task only (task-group rules).
+            await self._close_requested()
+            if time.monotonic() >= next_round:
+                try:
+                    await self._round()
+                except Exception:  # a bad round must not end statistics for the process
+                    logger.exception("statistics round failed")
+                next_round = time.monotonic() + self.interval
+            with anyio.move_on_after(max(0.0, next_round - time.monotonic())):
+                await self._wake.wait()
+            self._wake = anyio.Event()
 
-    async def _round(self, publishers: dict[Labels, Publisher]) -> None:
+    def close_group(self, labels: Labels) -> None:
+        """Close the publisher of ``labels`` now, waiting for it (from another thread),
+        so a component that leaves takes its mesh's sockets with it."""
+        done = threading.Event()
+        with self.lock:
+            self._closing.append((labels, done))
+        anyio.from_thread.run_sync(self._poke, token=self._token)
+        done.wait(10)
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _close_requested(self) -> None:
+        with self.lock:
+            closing, self._closing = self._closing, []
+            in_use = {_labels(c) for c in self.components.values()}
+        for labels, done in closing:
+            if labels not in in_use:
+                await self._close(labels)
+            done.set()
+
+    async def _close(self, labels: Labels) -> None:
+        pub = self._publishers.pop(labels, None)
+        if pub is not None:
+            # Left in this task, directly: a publisher's task group is open here, so
+            # no other cancel scope may be entered around its exit.
+            await pub.__aexit__(None, None, None)
+
+    async def _round(self) -> None:
         from meshrpc._components.publisher import Publisher
 
         with self.lock:
@@ -91,10 +120,10 @@ class _Agent:
         groups: dict[Labels, list[Component]] = {}
         for component in components:
             groups.setdefault(_labels(component), []).append(component)
-        for labels in [k for k in publishers if k not in groups]:
-            await publishers.pop(labels).__aexit__(None, None, None)
+        for labels in [k for k in self._publishers if k not in groups]:
+            await self._close(labels)
         for labels, members in groups.items():
-            pub = publishers.get(labels)
+            pub = self._publishers.get(labels)
             if pub is None:
                 namespace, key, environment, secret = labels
                 first = members[0].settings
@@ -112,7 +141,7 @@ class _Agent:
                 except Exception as exc:
                     logger.warning("cannot publish statistics for %r: %s", namespace, exc)
                     continue
-                publishers[labels] = pub
+                self._publishers[labels] = pub
             if not pub.statistics().get("subscribers"):
                 continue  # nobody is watching: do not even build the snapshots
             snapshots = [s for s in (_snapshot(c) for c in members) if s is not None]
@@ -147,24 +176,21 @@ def join(component: Component) -> None:
         return
     with _agent_lock:
         if _agent is None:
-            _agent = _Agent()
-            _agent.interval = interval
-            _agent.start()
-        with _agent.lock:
-            _agent.components[id(component)] = component
+            _agent = _Agent(interval)
+        agent = _agent
+    with agent.lock:
+        agent.components[id(component)] = component
 
 
 def leave(component: Component) -> None:
-    """Stop reporting ``component``; the agent stops with the last one."""
-    global _agent
-    with _agent_lock:
-        agent = _agent
-        if agent is None:
+    """Stop reporting ``component``; its mesh's publisher closes with the last one."""
+    agent = _agent
+    if agent is None:
+        return
+    labels = _labels(component)
+    with agent.lock:
+        if agent.components.pop(id(component), None) is None:
             return
-        with agent.lock:
-            if agent.components.pop(id(component), None) is None:
-                return
-            if agent.components:
-                return
-        _agent = None
-    agent.stop()
+        still_used = any(_labels(c) == labels for c in agent.components.values())
+    if not still_used:
+        agent.close_group(labels)

@@ -61,6 +61,7 @@ class _Agent:
         self.hub = Hub(counters=("malformed", "redis_errors", "reconnects"))
         self.users = 0
         self._own: dict[str, dict[str, str]] = {}  # instance id -> TXT properties
+        self._withdrawn: dict[str, float] = {}  # own ids unregistered, and when
         self._own_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -100,6 +101,10 @@ class _Agent:
     def unregister(self, instance_id: str) -> None:
         with self._own_lock:
             known = self._own.pop(instance_id, None)
+            if known is not None:
+                now = time.monotonic()
+                self._withdrawn = {k: t for k, t in self._withdrawn.items() if now - t < self.ttl}
+                self._withdrawn[instance_id] = now
         if known is None:
             return
         self.hub.remove(instance_id)
@@ -229,6 +234,9 @@ class _Agent:
                 # Ours: what this process registered last is the truth, not a copy
                 # read from Redis a moment before it changed.
                 return True
+            withdrawn = self._withdrawn.get(instance_id)
+            if withdrawn is not None and time.monotonic() - withdrawn < self.ttl:
+                return False  # ours, just withdrawn: a read from before must not revive it
         try:
             ad = _parse(instance_id, value)
         except ProtocolError as exc:
