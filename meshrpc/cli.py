@@ -254,7 +254,7 @@ async def _monitor(args: argparse.Namespace, out: TextIO) -> int:
     from meshrpc._components.stats import TOPIC
     from meshrpc._monitor import MeshView
 
-    render = None if args.json else _rich_renderer()
+    render, finish = (None, None) if args.json else _rich_renderer()
     view = MeshView()
     sub = Subscriber(name=_cli_name("monitor"), stats_interval=0, **_labels(args))
     async with sub, sub.events(TOPIC) as stream, anyio.create_task_group() as tg:
@@ -282,13 +282,15 @@ async def _monitor(args: argparse.Namespace, out: TextIO) -> int:
                     render(view)
                 await anyio.sleep(min(1.0, max(0.0, ends - time.monotonic())))
         finally:
+            if finish is not None:
+                finish()  # the last table stays on screen (and reaches a pipe)
             if web is not None:
                 await web.aclose()
             tg.cancel_scope.cancel()
     return 0
 
 
-def _rich_renderer() -> Any:
+def _rich_renderer() -> tuple[Any, Any]:
     try:
         from rich.console import Console
         from rich.live import Live
@@ -318,7 +320,7 @@ def _rich_renderer() -> Any:
             )
         live.update(table, refresh=True)
 
-    return render
+    return render, live.stop
 
 
 _COMMANDS = {
