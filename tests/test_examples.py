@@ -46,3 +46,14 @@ def test_pubsub_example() -> None:
     assert result.returncode == 0, result.stderr
     assert "watcher got: ['price.eur=1.08']" in result.stdout
     assert "group shared the jobs: {'worker-0': 5, 'worker-1': 5}" in result.stdout
+
+
+def test_gateway_example_starts_with_one_command_and_serves(namespace: str) -> None:
+    # The full set of routes and error statuses is in tests/test_gateway.py.
+    from tests.test_gateway import start, stop, wait_until_up
+
+    proc, url = start(namespace)
+    try:
+        assert wait_until_up(url, "/products").json()[0]["id"] == "p1"
+    finally:
+        stop(proc)
