@@ -28,6 +28,7 @@ import anyio
 
 from meshrpc._components.publisher import Publisher
 from meshrpc._components.requester import Requester
+from meshrpc._components.stats import PUBLISHER_NAME as STATS_PUBLISHER
 from meshrpc._components.subscriber import Subscriber
 from meshrpc._protocol.advertisement import Advertisement
 from meshrpc.errors import (
@@ -77,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         default=3.0,
         help="seconds to collect advertisements (3; mDNS answers can take over a second)",
     )
-    ls.add_argument("--all", action="store_true", help="every namespace, key and environment")
+    ls.add_argument(
+        "--all",
+        action="store_true",
+        help="every namespace, key and environment, and the built-in statistics publishers",
+    )
 
     call = sub.add_parser("call", help="send one request and print the result as JSON")
     call.add_argument("type")
@@ -178,7 +183,11 @@ async def _ls(args: argparse.Namespace, out: TextIO) -> int:
     known: dict[str, Advertisement] = {}
 
     def visible(ad: Advertisement) -> bool:
-        return args.all or ad.same_mesh(settings.namespace, settings.key, settings.environment)
+        if args.all:
+            return True
+        if ad.kind == "publisher" and ad.name.startswith(STATS_PUBLISHER):
+            return False  # the built-in statistics publishers: shown with --all
+        return ad.same_mesh(settings.namespace, settings.key, settings.environment)
 
     await discovery.start()
     try:

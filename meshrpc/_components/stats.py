@@ -29,11 +29,12 @@ if TYPE_CHECKING:
     from meshrpc._components.common import Component
     from meshrpc._components.publisher import Publisher
 
-__all__ = ["TOPIC", "join", "leave"]
+__all__ = ["PUBLISHER_NAME", "TOPIC", "join", "leave"]
 
 logger = logging.getLogger("meshrpc.stats")
 
 TOPIC: Final = "meshrpc.stats"
+PUBLISHER_NAME: Final = "meshrpc-stats"  # prefix of the hidden publishers' names
 
 Labels = tuple[str, str, str, str]  # namespace, key, environment, secret key id
 
@@ -128,7 +129,7 @@ class _Agent:
                 namespace, key, environment, secret = labels
                 first = members[0].settings
                 pub = Publisher(
-                    name=f"meshrpc-stats {socket.gethostname()[:40]}:{os.getpid()}",
+                    name=f"{PUBLISHER_NAME} {socket.gethostname()[:40]}:{os.getpid()}",
                     namespace=namespace,
                     key=key,
                     environment=environment,
