@@ -51,10 +51,10 @@ class RetryBudget:
         self._reserve = min_per_second
         self._reserve_at = clock()
 
-    def deposit(self) -> None:
-        """Record a first attempt."""
+    def deposit(self, now: float | None = None) -> None:
+        """Record a first attempt (at ``now``, read from the clock when not given)."""
         if self.ratio:
-            now = self._clock()
+            now = self._clock() if now is None else now
             second = int(now)
             if second not in self._deposits:
                 self._expire(now)
@@ -155,12 +155,18 @@ class Breaker:
             # A healthy spell after recovering: the next ejection starts short again.
             self.ejections = max(0, self.ejections - 1)
 
-    def failure(self) -> bool:
-        """Record a failure; ``True`` when this ejects the peer."""
+    def failure(self, may_eject: Callable[[], bool] | None = None) -> bool:
+        """Record a failure; ``True`` when this ejects the peer.
+
+        ``may_eject`` is asked only when the failure would eject: the owner's veto
+        (for example "not the last peer"); a vetoed failure is still counted.
+        """
         self.failures += 1
         if self.ejected:
             return False
-        if self.half_open or self.failures >= self.threshold:
+        if (self.half_open or self.failures >= self.threshold) and (
+            may_eject is None or may_eject()
+        ):
             self.eject()
             return True
         return False

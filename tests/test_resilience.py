@@ -125,3 +125,17 @@ def test_breaker_backoff_grows_to_the_cap_and_heals() -> None:
         breaker.success()  # a healthy spell forgets past ejections
     breaker.failure()
     assert breaker.ejected_until - clock.now == 1.0
+
+
+def test_breaker_veto_keeps_the_peer_but_counts_the_failure() -> None:
+    clock = Clock()
+    breaker = Breaker(2, clock=clock)
+    asked = []
+    assert not breaker.failure(lambda: asked.append(1) or False)  # below the threshold
+    assert asked == []
+    assert not breaker.failure(lambda: asked.append(2) or False)  # vetoed
+    assert asked == [2]
+    assert not breaker.ejected
+    assert breaker.failures == 2
+    assert breaker.failure(lambda: True)  # the next one may eject
+    assert breaker.ejected

@@ -249,8 +249,8 @@ class Requester(Component):
         call_meta: dict[str, Any] = {"from": self.name}
         if meta:
             call_meta["m"] = meta
-        self._budget.deposit()
         started = time.monotonic()
+        self._budget.deposit(started)
         attempt = 1
         unsent = 0
         avoid: _Peer | None = None
@@ -358,13 +358,7 @@ class Requester(Component):
         return True
 
     def _peer_failed(self, peer: _Peer) -> None:
-        if peer.breaker.ejected:
-            return
-        would_eject = peer.breaker.failures + 1 >= peer.breaker.threshold or peer.breaker.half_open
-        if would_eject and not self._may_eject(peer):
-            peer.breaker.failures += 1
-            return
-        if peer.breaker.failure():
+        if peer.breaker.failure(lambda: self._may_eject(peer)):
             self._stats["ejections"] += 1
             logger.info(
                 "requester %r: %r at %s ejected for %.1fs after %d failures",
