@@ -32,7 +32,8 @@ import anyio  # noqa: E402
 
 from meshrpc import Requester  # noqa: E402
 from tests.chaos import Child  # noqa: E402
-from tests.redis_server import RedisServer, free_port  # noqa: E402
+from tests.procs import free_port  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 DOCS = ROOT / "docs" / "discovery.md"
 START, END = "<!-- discovery:start -->", "<!-- discovery:end -->"

@@ -26,11 +26,13 @@ from typing import Any, Final, TextIO
 
 import anyio
 
+from meshrpc._backends import default_discovery
 from meshrpc._components.publisher import Publisher
 from meshrpc._components.requester import Requester
 from meshrpc._components.stats import PUBLISHER_NAME as STATS_PUBLISHER
 from meshrpc._components.subscriber import Subscriber
 from meshrpc._protocol.advertisement import Advertisement
+from meshrpc.config import load_settings
 from meshrpc.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -41,6 +43,7 @@ from meshrpc.errors import (
     ProtocolError,
     RemoteError,
 )
+from meshrpc.security import derive
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -176,10 +179,10 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
 
 
 async def _ls(args: argparse.Namespace, out: TextIO) -> int:
-    # A requester's settings and discovery backend, without joining as a requester.
-    probe = Requester(name=_cli_name("ls"), **_labels(args))
-    settings = probe.settings
-    discovery, _ = probe._backends()
+    # Watch discovery directly: listing joins the mesh as nothing.
+    settings = load_settings(_labels(args))
+    keys = derive(settings.secret) if settings.secret is not None else None
+    discovery = default_discovery(settings, keys)
     known: dict[str, Advertisement] = {}
 
     def visible(ad: Advertisement) -> bool:

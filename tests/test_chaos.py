@@ -9,7 +9,6 @@ so on) are measured by bench/chaos.py, not asserted here beyond generous bounds.
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 
 from meshrpc import Requester
 from tests.chaos import Child, History, children_factory
+from tests.procs import free_port
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
@@ -33,12 +33,6 @@ def chaos(namespace: str, tmp_path: Path) -> Iterator[tuple[History, object]]:
     finally:
         for child in started:
             child.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_p1_kill_9_mid_call_ends_in_flight_calls_at_once(

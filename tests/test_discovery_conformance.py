@@ -11,7 +11,8 @@ from meshrpc.discovery.base import Discovery
 from meshrpc.discovery.mdns import MdnsDiscovery
 from meshrpc.discovery.memory import MemoryDiscovery, MemoryRegistry
 from meshrpc.testing.discovery import DiscoveryConformance
-from tests.redis_server import RedisServer, free_port, redis_server
+from tests.procs import free_port
+from tests.redis_server import RedisServer, redis_server
 
 pytestmark = [pytest.mark.timeout(60)]
 

@@ -13,7 +13,7 @@ import pytest
 from meshrpc import NoResponder, Requester
 from meshrpc.discovery.static import StaticDiscovery
 from tests.chaos import Child
-from tests.redis_server import free_port
+from tests.procs import free_port
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

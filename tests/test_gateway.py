@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests import procs
-from tests.redis_server import free_port
+from tests.procs import free_port
 
 pytestmark = [pytest.mark.timeout(90)]
 
