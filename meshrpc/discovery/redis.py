@@ -24,17 +24,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import Any, Final
 
-import anyio
 import redis
 
 from meshrpc._protocol.advertisement import Advertisement
+from meshrpc.discovery._agent import AgentDiscovery, SharedAgents
 from meshrpc.discovery._bridge import Hub, roundtrip
-from meshrpc.discovery.base import DiscoveryEvent
-from meshrpc.errors import ConfigError, MeshError, ProtocolError
+from meshrpc.errors import ConfigError, ProtocolError
 
 __all__ = ["RedisDiscovery"]
 
@@ -59,7 +57,6 @@ class _Agent:
         self.heartbeat = heartbeat
         self.resync = resync
         self.hub = Hub(counters=("malformed", "redis_errors", "reconnects"))
-        self.users = 0
         self._own: dict[str, dict[str, str]] = {}  # instance id -> TXT properties
         self._withdrawn: dict[str, float] = {}  # own ids unregistered, and when
         self._own_lock = threading.Lock()
@@ -269,33 +266,12 @@ def _parse(instance_id: str, value: str) -> Advertisement:
     return ad
 
 
-_agents: dict[str, _Agent] = {}
-_agents_lock = threading.Lock()
-
-
-def _acquire(url: str, ttl: float, heartbeat: float, resync: float) -> _Agent:
-    with _agents_lock:
-        agent = _agents.get(url)
-        if agent is None:
-            agent = _Agent(url, ttl=ttl, heartbeat=heartbeat, resync=resync)
-            agent.start()
-            _agents[url] = agent
-        agent.users += 1
-        return agent
-
-
-def _release(agent: _Agent) -> None:
-    with _agents_lock:
-        agent.users -= 1
-        if agent.users > 0:
-            return
-        _agents.pop(agent.url, None)
-    agent.stop()
-
-
-class RedisDiscovery:
+class RedisDiscovery(AgentDiscovery[_Agent]):
     """A :class:`~meshrpc.discovery.base.Discovery` on a Redis server at ``url``
-    (``redis://host:port/db``)."""
+    (``redis://host:port/db``), through this process's agent for that URL."""
+
+    _shared: SharedAgents[_Agent] = SharedAgents()
+    _closed_message = "this RedisDiscovery was closed; create a new one"
 
     def __init__(
         self, url: str, *, ttl: float = 3.0, heartbeat: float = 1.0, resync: float = 1.0
@@ -304,66 +280,10 @@ class RedisDiscovery:
             raise ConfigError(f"not a Redis URL: {url!r} (expected redis://host:port/db)")
         if not 0 < heartbeat < ttl:
             raise ConfigError("the Redis heartbeat must be shorter than the TTL")
+        super().__init__(url)
         self.url = url
         self._settings = (ttl, heartbeat, resync)
-        self._agent: _Agent | None = None
-        self._closed = False
-        self._registered: dict[str, Advertisement] = {}
 
-    async def start(self) -> None:
-        """Join the process's agent for this URL (started on first use); idempotent.
-
-        Does not wait for Redis: a component may start while it is down.
-
-        Raises:
-            MeshError: the object was closed.
-        """
-        if self._closed:
-            raise MeshError("this RedisDiscovery was closed; create a new one")
-        if self._agent is None:
-            self._agent = await anyio.to_thread.run_sync(_acquire, self.url, *self._settings)
-
-    async def aclose(self) -> None:
-        """Withdraw what this object registered and let go of the agent; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        agent, self._agent = self._agent, None
-        if agent is None:
-            return
-        for ad in list(self._registered.values()):
-            await anyio.to_thread.run_sync(agent.unregister, ad.instance_id)
-        self._registered.clear()
-        await anyio.to_thread.run_sync(_release, agent)
-
-    async def register(self, advertisement: Advertisement) -> None:
-        """Store ``advertisement`` (kept alive by the agent's heartbeat)."""
-        agent = self._need()
-        self._registered[advertisement.instance_id] = advertisement
-        await anyio.to_thread.run_sync(agent.register, advertisement)
-
-    async def unregister(self, advertisement: Advertisement) -> None:
-        """Delete it from Redis and tell the watchers; a no-op when not registered."""
-        agent = self._need()
-        if self._registered.pop(advertisement.instance_id, None) is None:
-            return
-        await anyio.to_thread.run_sync(agent.unregister, advertisement.instance_id)
-
-    @asynccontextmanager
-    async def watch(self) -> AsyncIterator[AsyncIterator[DiscoveryEvent]]:
-        """Follow the mesh's advertisements (see the ``Discovery`` protocol)."""
-        agent = self._need()
-        watcher = agent.hub.subscribe()
-        try:
-            yield watcher
-        finally:
-            watcher.close()
-
-    def statistics(self) -> dict[str, int]:
-        """The agent's counters: added, updated, removed, malformed, redis_errors..."""
-        return self._agent.hub.statistics() if self._agent else {}
-
-    def _need(self) -> _Agent:
-        if self._agent is None:
-            raise MeshError("start the discovery first (await discovery.start())")
-        return self._agent
+    def _make_agent(self) -> _Agent:
+        ttl, heartbeat, resync = self._settings
+        return _Agent(self.url, ttl=ttl, heartbeat=heartbeat, resync=resync)

@@ -22,11 +22,11 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -35,9 +35,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from meshrpc._protocol import codec
 from meshrpc._protocol.advertisement import Advertisement
 from meshrpc._protocol.envelope import Draining, Gossip, Info, InfoRequest
+from meshrpc.discovery._agent import AgentDiscovery, SharedAgents
 from meshrpc.discovery._bridge import Hub, roundtrip
-from meshrpc.discovery.base import DiscoveryEvent
-from meshrpc.errors import ConfigError, MeshError, ProtocolError
+from meshrpc.errors import ConfigError, ProtocolError
 from meshrpc.transport.base import Connection, PeerState, Transport
 
 __all__ = ["StaticDiscovery"]
@@ -131,7 +131,6 @@ class _Agent:
         self.seeds = seeds
         self.interval = interval
         self.state = _State(ttl)
-        self.users = 0
         self._transport_factory = transport_factory
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
@@ -141,6 +140,10 @@ class _Agent:
         self._gone: dict[str, float] = {}  # withdrawn here: tell the others for a while
         self._conns: dict[str, Connection] = {}
         self._nonces = itertools.count(1)
+
+    @property
+    def hub(self) -> Hub:
+        return self.state.hub
 
     def start(self) -> None:
         self._portal_cm = start_blocking_portal("asyncio")
@@ -271,15 +274,14 @@ class _Agent:
             self.state.withdraw(key, now - age_ms / 1000.0)
 
 
-_agents: dict[tuple[Any, ...], _Agent] = {}
-_agents_lock = threading.Lock()
-
-
-class StaticDiscovery:
+class StaticDiscovery(AgentDiscovery[_Agent]):
     """A :class:`~meshrpc.discovery.base.Discovery` from seed endpoints (see the module
     docstring). ``transport_factory`` makes the transport the gossip runs on (the
     components' own kind, with their secret); ``key`` tells agents of different meshes
     in one process apart."""
+
+    _shared: SharedAgents[_Agent] = SharedAgents()
+    _closed_message = "this StaticDiscovery was closed; create a new one"
 
     def __init__(
         self,
@@ -297,68 +299,13 @@ class StaticDiscovery:
         if not 0 < interval < ttl:
             raise ConfigError("the static discovery interval must be shorter than its TTL")
         self.seeds = tuple(seeds)
-        self._agent_key = (self.seeds, key, interval, ttl)
+        super().__init__((self.seeds, key, interval, ttl))
         self._factory = transport_factory
-        self._agent: _Agent | None = None
-        self._closed = False
-        self._registered: dict[str, Advertisement] = {}
+        self._interval = interval
+        self._ttl = ttl
 
-    async def start(self) -> None:
-        """Join (or start) this process's agent for these seeds; idempotent.
-
-        Raises:
-            MeshError: the object was closed.
-        """
-        if self._closed:
-            raise MeshError("this StaticDiscovery was closed; create a new one")
-        if self._agent is None:
-            self._agent = await anyio.to_thread.run_sync(self._acquire)
-
-    def _acquire(self) -> _Agent:
-        with _agents_lock:
-            agent = _agents.get(self._agent_key)
-            if agent is None:
-                seeds, _, interval, ttl = self._agent_key
-                agent = _Agent(seeds, self._factory, interval=interval, ttl=ttl)
-                agent.start()
-                _agents[self._agent_key] = agent
-            agent.users += 1
-            return agent
-
-    async def aclose(self) -> None:
-        """Withdraw what this object registered and let go of the agent; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        agent, self._agent = self._agent, None
-        if agent is None:
-            return
-        for key in list(self._registered):
-            await anyio.to_thread.run_sync(agent.unregister, key)
-        self._registered.clear()
-        await anyio.to_thread.run_sync(_release, agent, self._agent_key)
-
-    async def register(self, advertisement: Advertisement) -> None:
-        """Announce ``advertisement`` to the seeds (at once, then every round)."""
-        agent = self._need()
-        self._registered[advertisement.instance_id] = advertisement
-        await anyio.to_thread.run_sync(agent.register, advertisement)
-
-    async def unregister(self, advertisement: Advertisement) -> None:
-        """Withdraw it (the others hear of it at once); a no-op when not registered."""
-        agent = self._need()
-        if self._registered.pop(advertisement.instance_id, None) is None:
-            return
-        await anyio.to_thread.run_sync(agent.unregister, advertisement.instance_id)
-
-    @asynccontextmanager
-    async def watch(self) -> AsyncIterator[AsyncIterator[DiscoveryEvent]]:
-        """Follow the mesh's advertisements (see the ``Discovery`` protocol)."""
-        watcher = self._need().state.hub.subscribe()
-        try:
-            yield watcher
-        finally:
-            watcher.close()
+    def _make_agent(self) -> _Agent:
+        return _Agent(self.seeds, self._factory, interval=self._interval, ttl=self._ttl)
 
     def gossip(self, request: InfoRequest, own: Advertisement | None) -> Info:
         """A responder's answer to INFO_REQUEST: take in what the asker brought, and
@@ -371,21 +318,3 @@ class StaticDiscovery:
             state.withdraw(key, now)
         mine = (Gossip(own.to_properties(), 0),) if own is not None else ()
         return Info(request.nonce, mine, state.gossip(now), state.withdrawals(now))
-
-    def statistics(self) -> dict[str, int]:
-        """The agent's counters: added, removed, rounds, answers, malformed..."""
-        return self._agent.state.hub.statistics() if self._agent else {}
-
-    def _need(self) -> _Agent:
-        if self._agent is None:
-            raise MeshError("start the discovery first (await discovery.start())")
-        return self._agent
-
-
-def _release(agent: _Agent, key: tuple[Any, ...]) -> None:
-    with _agents_lock:
-        agent.users -= 1
-        if agent.users > 0:
-            return
-        _agents.pop(key, None)
-    agent.stop()
