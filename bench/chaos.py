@@ -17,7 +17,6 @@ import datetime as dt
 import itertools
 import json
 import platform
-import select
 import signal
 import statistics
 import sys
@@ -35,7 +34,7 @@ import anyio  # noqa: E402
 
 from meshrpc import Requester  # noqa: E402
 from tests import netns  # noqa: E402
-from tests.chaos import Call, Child, History, spawn  # noqa: E402
+from tests.chaos import Child, History, partition_under_load  # noqa: E402
 
 DOCS = ROOT / "docs" / "reliability.md"
 START, END = "<!-- chaos:start -->", "<!-- chaos:end -->"
@@ -192,51 +191,21 @@ async def amplification_run(log_dir: Path) -> Figures:
 def partition_run(log_dir: Path) -> Figures:
     """N1: cut one of 2 responder hosts off for 3 s under load, then heal."""
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    out = log_dir / f"history-{namespace}.json"
     with netns.network(3) as net:
         h1, h2, h3 = net.hosts
         procs = [Child("n1", namespace, log_dir, host=h1), Child("n2", namespace, log_dir, host=h2)]
-        requester = None
         try:
             for child in procs:
                 child.wait_ready()
-            requester = spawn(ROOT / "tests" / "chaos_requester.py", "--namespace", namespace,
-                              "--out", str(out), "--duration", "8", "--type", "iwork",
-                              "--timeout", "4", host=h3)  # fmt: skip
-            assert requester.stdout is not None
-            ready, _, _ = select.select([requester.stdout], [], [], 40)
-            if not ready or not requester.stdout.readline().startswith("READY"):
-                raise RuntimeError("the requester host found no responders")
-            time.sleep(2)
-            cut_at = time.time()
-            net.cut(h1)
-            time.sleep(3)
-            healed_at = time.time()
-            net.heal(h1)
-            requester.wait(60)
+            run = partition_under_load(net, h1, h3, namespace, log_dir, responders=2)
         finally:
-            if requester is not None:
-                if requester.poll() is None:
-                    requester.kill()
-                requester.wait()
-                for stream in (requester.stdout, requester.stderr):
-                    if stream is not None:
-                        stream.close()
             for child in procs:
                 child.close()
-    data = json.loads(out.read_text())
-    history = History(log_dir)
-    history.calls = [Call(**c) for c in data["calls"]]
-    summary = history.check()
-    samples = data["samples"]
-    detected = next(t for t, selectable, _ in samples if t > cut_at and selectable == 1) - cut_at
-    rejoined = (
-        next(t for t, selectable, _ in samples if t > healed_at and selectable == 2) - healed_at
-    )
+    summary = run.history.check()
     outcomes = summary["outcomes"]
     return {
-        "detected": detected,
-        "rejoined": rejoined,
+        "detected": run.out_of_rotation_after(1),
+        "rejoined": run.back_after(2),
         "failed": summary["calls"] - outcomes.get("OK", 0),
         "calls": summary["calls"],
     }

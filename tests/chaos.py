@@ -244,3 +244,72 @@ def children_factory(namespace: str, log_dir: Path) -> tuple[Callable[..., Child
         return child
 
     return start, started
+
+
+REQUESTER = ROOT / "tests" / "chaos_requester.py"
+
+
+@dataclass
+class PartitionRun:
+    """What a requester host saw while another host was cut off and healed."""
+
+    history: History
+    cut_at: float
+    healed_at: float
+    samples: list[list[float]]
+
+    def out_of_rotation_after(self, selectable: int) -> float:
+        """Seconds from the cut until only ``selectable`` peers were in rotation."""
+        return next(t for t, n, _ in self.samples if t > self.cut_at and n == selectable) - (
+            self.cut_at
+        )
+
+    def back_after(self, selectable: int) -> float:
+        """Seconds from the heal until ``selectable`` peers were in rotation again."""
+        return next(t for t, n, _ in self.samples if t > self.healed_at and n == selectable) - (
+            self.healed_at
+        )
+
+
+def partition_under_load(
+    net: Any,
+    victim: Host,
+    requester_host: Host,
+    namespace: str,
+    log_dir: Path,
+    *,
+    responders: int,
+    backend: str = "asyncio",
+    env: dict[str, str] | None = None,
+) -> PartitionRun:
+    """Run recorded idempotent load from ``requester_host`` for 9 s: 2 s healthy, 3 s
+    with ``victim``'s switch port down, 4 s healed. The responders must be running."""
+    out = log_dir / f"requester-{time.monotonic_ns()}.json"
+    requester = spawn(REQUESTER, "--namespace", namespace, "--out", str(out),
+                      "--responders", str(responders), "--duration", "9", "--type", "iwork",
+                      "--timeout", "4", "--backend", backend, host=requester_host,
+                      env=env)  # fmt: skip
+    try:
+        assert requester.stdout is not None
+        ready, _, _ = select.select([requester.stdout], [], [], 40)
+        if not ready or not requester.stdout.readline().startswith("READY"):
+            raise AssertionError(f"the requester host did not find {responders} responders")
+        time.sleep(2)  # the schedule of the fault, not a wait for anything
+        cut_at = time.time()
+        net.cut(victim)
+        time.sleep(3)
+        healed_at = time.time()
+        net.heal(victim)
+        code = requester.wait(60)
+        assert code == 0, requester.stderr.read() if requester.stderr else code
+    finally:
+        if requester.poll() is None:
+            requester.kill()
+        requester.wait()
+        for stream in (requester.stdout, requester.stderr):
+            if stream is not None:
+                stream.close()
+    data = json.loads(out.read_text())
+    history = History(log_dir)
+    history.calls = [Call(**c) for c in data["calls"]]
+    return PartitionRun(history, cut_at, healed_at, data["samples"])
