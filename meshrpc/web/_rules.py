@@ -1,0 +1,242 @@
+"""The bridge's rules, pure: allow-lists, the Origin check, and the browser's JSON messages.
+
+Nothing here does I/O; ``_bridge.py`` applies these to live WebSocket connections.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from meshrpc._protocol import topics
+from meshrpc.errors import ConfigError
+
+__all__ = [
+    "AllowList",
+    "BadMessage",
+    "Call",
+    "Subscribe",
+    "Unsubscribe",
+    "covers",
+    "dumps",
+    "error_reply",
+    "normalise_origin",
+    "origin_allowed",
+    "parse",
+]
+
+_MAX_ID_LEN: Final = 128
+_DEFAULT_PORTS: Final = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+class AllowList:
+    """Exact names and wildcard patterns (``*`` one segment, ``#`` any depth) exposed."""
+
+    __slots__ = ("patterns",)
+
+    def __init__(self, patterns: Iterable[str], what: str) -> None:
+        if isinstance(patterns, str):
+            raise ConfigError(f"{what} must be a list of names or patterns, not one string")
+        checked = []
+        for pattern in patterns:
+            try:
+                checked.append(topics.check_pattern(pattern))
+            except ConfigError as exc:
+                raise ConfigError(f"{what}: {exc}") from None
+        self.patterns: tuple[str, ...] = tuple(dict.fromkeys(checked))
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def __repr__(self) -> str:
+        return f"AllowList({list(self.patterns)!r})"
+
+    def allows(self, name: str) -> bool:
+        """Whether a request type or an event topic is exposed."""
+        return any(topics.matches(p, name) for p in self.patterns)
+
+    def allows_pattern(self, pattern: str) -> bool:
+        """Whether every topic ``pattern`` can match is exposed (conservatively)."""
+        return any(covers(p, pattern) for p in self.patterns)
+
+
+def covers(allowed: str, pattern: str) -> bool:
+    """Whether every topic matching ``pattern`` also matches ``allowed``.
+
+    Never a false yes; a rare false no (``*.#`` does cover ``#``, as a topic has at
+    least one segment, but is answered no), which only refuses a subscription.
+    """
+    return _covers(tuple(allowed.split(".")), tuple(pattern.split(".")))
+
+
+@lru_cache(maxsize=4096)
+def _covers(allowed: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    if not allowed:
+        return not pattern
+    head, rest = allowed[0], allowed[1:]
+    if head == "#":
+        # '#' absorbs any run of the pattern's segments, wildcards included.
+        return _covers(rest, pattern) or (bool(pattern) and _covers(allowed, pattern[1:]))
+    if not pattern or pattern[0] == "#":
+        return False  # only '#' covers '#'
+    if head == "*" or head == pattern[0]:
+        # '*' covers one literal segment or the pattern's own '*'.
+        return _covers(rest, pattern[1:])
+    return False
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str] | None) -> bool:
+    """Whether a WebSocket upgrade carrying ``Origin: origin`` may connect.
+
+    Browsers always send Origin on a WebSocket upgrade; other clients may not, and are
+    let through (they can forge any header, so authorisation belongs in the hooks).
+    ``allowed`` None means same origin: the Origin's host and port are the ``Host``
+    header's. Otherwise the Origin must be listed (``"*"`` allows any).
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    if allowed is not None:
+        return "*" in allowed or origin in allowed
+    if host is None:
+        return False
+    try:
+        parts = urlsplit(origin)
+        origin_host, origin_port = parts.hostname, parts.port
+        target = urlsplit("//" + host.strip().lower())
+        host_name, host_port = target.hostname, target.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not origin_host or not host_name:
+        return False
+    default = _DEFAULT_PORTS[parts.scheme]
+    # A Host header without a port means the scheme's default one; behind a proxy that
+    # terminates TLS the request's own scheme may differ, so take the Origin's.
+    return (origin_host, origin_port or default) == (host_name, host_port or default)
+
+
+def normalise_origin(origin: str) -> str:
+    """An ``allowed_origins`` entry as browsers send it: ``scheme://host[:port]``.
+
+    Raises:
+        ConfigError: not an http(s) origin (or ``"*"``/``"null"``).
+    """
+    value = origin.strip().lower().rstrip("/")
+    if value in ("*", "null"):
+        return value
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+    ):
+        raise ConfigError(
+            f"allowed origin {origin!r} must look like 'https://app.example.com[:port]'"
+        )
+    return value
+
+
+# -- the browser's messages -----------------------------------------------------------
+
+MessageId = str | int | None
+
+
+class BadMessage(Exception):
+    """A browser message that is not one of the protocol's; ``id`` when it had one."""
+
+    def __init__(self, message: str, id: MessageId = None) -> None:
+        super().__init__(message)
+        self.id = id
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    id: MessageId
+    type: str
+    payload: Any
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    id: MessageId
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    id: MessageId
+    pattern: str
+
+
+def parse(text: str) -> Call | Subscribe | Unsubscribe:
+    """One browser message (a JSON object) as a request.
+
+    Raises:
+        BadMessage: not JSON, not an object, or fields missing or of the wrong kind.
+    """
+    try:
+        message = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise BadMessage("a message must be a JSON object")
+    msg_id = message.get("id")
+    if not (
+        msg_id is None
+        or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
+        or (isinstance(msg_id, str) and len(msg_id) <= _MAX_ID_LEN)
+    ):
+        raise BadMessage(f"id must be a number or a string of at most {_MAX_ID_LEN} characters")
+    op = message.get("op", "call")
+    if op == "call":
+        kind = message.get("type")
+        if not isinstance(kind, str) or not kind or len(kind) > 200 or "\n" in kind:
+            raise BadMessage("type must be a non-empty string of at most 200 characters", msg_id)
+        timeout = message.get("timeout")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise BadMessage("timeout must be a positive number of seconds", msg_id)
+        return Call(msg_id, kind, message.get("payload"), None if timeout is None else timeout)
+    if op in ("subscribe", "unsubscribe"):
+        pattern = message.get("pattern")
+        try:
+            topics.check_pattern(pattern)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise BadMessage(str(exc), msg_id) from None
+        assert isinstance(pattern, str)
+        return Subscribe(msg_id, pattern) if op == "subscribe" else Unsubscribe(msg_id, pattern)
+    raise BadMessage(f"unknown op {op!r}: use 'call', 'subscribe' or 'unsubscribe'", msg_id)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON that JavaScript's ``JSON.parse`` accepts (no NaN or Infinity).
+
+    Raises:
+        TypeError, ValueError, RecursionError: the value has no JSON form.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def error_reply(msg_id: MessageId, kind: str, message: str, **extra: Any) -> str:
+    """``{"id": ..., "error": {"kind": ..., "message": ..., **extra}}`` as JSON."""
+    return dumps({"id": msg_id, "error": {"kind": kind, "message": message, **extra}})
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
