@@ -57,3 +57,29 @@ def test_gateway_example_starts_with_one_command_and_serves(namespace: str) -> N
         assert wait_until_up(url, "/products").json()[0]["id"] == "p1"
     finally:
         stop(proc)
+
+
+def test_web_example_starts_with_one_command_and_serves(namespace: str) -> None:
+    # The page in Chromium, the protocol and the bridge's limits: tests/test_web.py.
+    import httpx
+    from websockets.sync.client import connect
+
+    from tests.test_web import start_example, stop_example, wait_until_up
+
+    proc, url = start_example(namespace)
+    try:
+        wait_until_up(url)
+        assert f'src="/mesh/{namespace}/meshrpc.js"' in httpx.get(url + "/").text
+        assert "function connect(" in httpx.get(f"{url}/mesh/{namespace}/meshrpc.js").text
+        with connect(url.replace("http://", "ws://") + f"/mesh/{namespace}/") as ws:
+            assert json.loads(ws.recv(timeout=10))["op"] == "hello"
+            for attempt in range(1, 100):  # the services process may still be starting
+                ws.send(json.dumps({"id": attempt, "type": "shop.info", "timeout": 2}))
+                info = json.loads(ws.recv(timeout=10))
+                if info.get("error", {}).get("kind") != "NoResponder":
+                    break
+            assert info["result"]["service"] == "quotes", info
+            ws.send(json.dumps({"id": "x", "type": "admin.reset"}))
+            assert json.loads(ws.recv(timeout=10))["error"]["kind"] == "Forbidden"
+    finally:
+        stop_example(proc)
