@@ -128,6 +128,16 @@ def test_parse_messages_and_refuse_malformed_ones() -> None:
             parse(text)
 
 
+def test_exports_are_sorted_and_importing_does_no_io() -> None:
+    import meshrpc.web
+
+    assert meshrpc.web.__all__ == sorted(meshrpc.web.__all__)
+    assert all(getattr(meshrpc.web, name) is not None for name in meshrpc.web.__all__)
+    code = "import sys, meshrpc.web; print('zmq' in sys.modules, 'zeroconf' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_bad_configuration_fails_at_construction() -> None:
     with pytest.raises(meshrpc.ConfigError, match="must expose"):
         Bridge("x")
