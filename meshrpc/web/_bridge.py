@@ -308,11 +308,12 @@ class Bridge:
             try:
                 refusal = await self._run_connect_hook(client)
                 if refusal is None:
-                    await websocket.accept()
+                    # Registered before accepting, so that a lifespan ending now sees it.
                     session = _Session(self, client, websocket)
                     self._sessions.add(session)
-                    self._stats["connections_total"] += 1
                     try:
+                        await websocket.accept()
+                        self._stats["connections_total"] += 1
                         await session.run()
                     finally:
                         self._sessions.discard(session)
