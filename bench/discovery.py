@@ -161,6 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--outage", type=float, default=10.0)
+    parser.add_argument(
+        "--backends", default="mdns,static,redis", help="comma-separated subset to measure"
+    )
     parser.add_argument("--json", default="")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
@@ -173,7 +176,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for run in range(args.runs):
-                for backend in ("mdns", "static", "redis"):
+                for backend in args.backends.split(","):
                     row = anyio.run(one_run, backend, redis.url, Path(tmp))
                     results.setdefault(backend, []).append(row)
                     print(f"{backend} run {run + 1}: {row}", file=sys.stderr)

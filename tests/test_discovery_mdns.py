@@ -323,7 +323,8 @@ async def main() -> None:
                     async for event in events:
                         if event.advertisement.namespace == watch_ns:
                             break
-            print("seen", time.perf_counter() - started, flush=True)
+            seen = time.perf_counter() - started
+            print("seen", seen, d.statistics()["direct_answers"], flush=True)
         ad = Advertisement(
             instance_id=instance_id, name="child", kind="responder",
             endpoint=f"tcp://127.0.0.1:{port}", namespace=ns, pid=os.getpid(),
@@ -377,7 +378,10 @@ async def test_discovery_between_processes(ns: str) -> None:
                 assert proc.stdout is not None
                 assert proc.stdin is not None
                 out = BufferedByteReceiveStream(proc.stdout)
-                (seen,) = await read_line(out, "seen")
+                seen, direct_answers = await read_line(out, "seen")
+                # The new process's first look (a legacy unicast query) was answered
+                # directly by the parent, without waiting for multicast.
+                assert int(direct_answers) >= 1
                 (registering,) = await read_line(out, "registering")
                 event = await next_event(events, ns)
                 latency = time.time() - float(registering)

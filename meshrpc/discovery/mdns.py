@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 import re
+import socket
 import threading
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from concurrent.futures import Future
@@ -30,7 +32,10 @@ import anyio
 import anyio.to_thread
 import ifaddr
 from zeroconf import (  # type: ignore[attr-defined]  # DNS* are top-level, not in __all__
+    DNSIncoming,
+    DNSOutgoing,
     DNSPointer,
+    DNSQuestion,
     DNSQuestionType,
     DNSText,
     InterfaceChoice,
@@ -54,6 +59,9 @@ __all__ = ["SERVICE_TYPE", "MdnsDiscovery"]
 logger = logging.getLogger("meshrpc.discovery")
 
 SERVICE_TYPE: Final = "_meshrpc._tcp.local."
+_MDNS_GROUP: Final = ("224.0.0.251", 5353)
+_FLAGS_QUERY: Final = 0x0000
+_FIRST_LOOK_S: Final = 1.0  # s the first look listens for direct answers
 _TYPE_PTR: Final = 12
 _TYPE_TXT: Final = 16
 _CLASS_IN: Final = 1
@@ -62,7 +70,7 @@ _RESOLVE_TIMEOUT_MS: Final = 3000
 _MAX_RESOLVING: Final = 256  # concurrent TXT queries; beyond, names are dropped and counted
 _NO_PORT: Final = 9  # "discard": for advertisements without an endpoint (requesters)
 _LABEL_RE: Final = re.compile(r"[^A-Za-z0-9-]+")
-_COUNTERS: Final = ("malformed", "unresolved")
+_COUNTERS: Final = ("malformed", "unresolved", "direct_answers")
 
 _T = TypeVar("_T")
 
@@ -181,7 +189,8 @@ class MdnsDiscovery:
     def statistics(self) -> dict[str, int]:
         """Process-wide counters: ``added``, ``updated``, ``removed``, ``malformed``
         (dropped TXT records), ``overflow`` (over the instance cap), ``unresolved``
-        (no TXT obtained), ``known`` (instances now); and ``registered`` by this object.
+        (no TXT obtained), ``direct_answers`` (to the first look), ``known`` (instances
+        now); and ``registered`` by this object.
         """
         shared = self._shared
         stats = (
@@ -228,6 +237,7 @@ class _Shared:
         self.loop: asyncio.AbstractEventLoop = self.zc.loop
         self._tasks: set[asyncio.Future[Any]] = set()  # keeps zeroconf's broadcasts alive
         self._resolving: set[asyncio.Future[Any]] = set()  # TXT queries in flight
+        self._first_looks: set[asyncio.Future[Any]] = set()  # listening for direct answers
         self._announcing: dict[str, asyncio.Future[Any]] = {}  # by service name
         self._browser: AsyncServiceBrowser | None = None
         try:
@@ -288,6 +298,50 @@ class _Shared:
             handlers=[self._on_change],
             question_type=DNSQuestionType.QM,
         )
+        self._first_look()
+
+    def _first_look(self) -> None:
+        """Ask once as a legacy unicast querier (RFC 6762 section 6.7), from a port other
+        than 5353: responders answer such a query at once, directly to the asker.
+
+        The browser's own first query waits 20-120 ms and the multicast answers another
+        20-120 ms (both random, by the RFC), so a requester started after its responders
+        found them ~200 ms late; answered directly it finds them in a few milliseconds.
+        The answers go into zeroconf's cache like any other, so the browser reports
+        them; the slower multicast answers then refresh the same records.
+        """
+        query = DNSOutgoing(_FLAGS_QUERY, multicast=False, id_=random.randint(1, 0xFFFF))
+        query.add_question(DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN))
+        packet = query.packets()[0]
+        for address in _unicast_sources(self.interfaces):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.bind((address, 0))
+                sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(address)
+                )
+                sock.sendto(packet, _MDNS_GROUP)
+            except OSError as exc:
+                sock.close()
+                # Only a head start: the browser's multicast queries still find everyone.
+                logger.info("mDNS first look from %s not sent: %s", address, exc)
+                continue
+            self._keep(self._listen_first_look(sock), self._first_looks)
+
+    async def _listen_first_look(self, sock: socket.socket) -> None:
+        zc = self.zc
+        with sock:
+            deadline = self.loop.time() + _FIRST_LOOK_S
+            while (left := deadline - self.loop.time()) > 0:
+                try:
+                    data, source = await asyncio.wait_for(self.loop.sock_recvfrom(sock, 9000), left)
+                except TimeoutError:
+                    return
+                answer = DNSIncoming(data, source)
+                if answer.valid and not answer.is_query():
+                    self.hub.count("direct_answers")
+                    zc.record_manager.async_updates_from_response(answer)
 
     async def _async_stop(self) -> None:
         if self._browser is not None:
@@ -295,6 +349,11 @@ class _Shared:
         # Queries are cancelled; pending goodbyes finish (zeroconf waits for them).
         for task in list(self._resolving):
             task.cancel()
+        # Awaited, so their sockets are closed before zeroconf's loop stops.
+        looks = list(self._first_looks)
+        for task in looks:
+            task.cancel()
+        await asyncio.gather(*looks, return_exceptions=True)
 
     def _keep(
         self, future: Any, tasks: set[asyncio.Future[Any]] | None = None
@@ -430,6 +489,12 @@ def _check_interfaces(interfaces: Sequence[str]) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(f"interface {address!r} is not an IPv4 address") from None
     return result
+
+
+def _unicast_sources(interfaces: tuple[str, ...]) -> list[str]:
+    if interfaces != ("all",):
+        return list(interfaces)
+    return [ip for ip in _local_ipv4() if not ip.startswith("127.")] or ["127.0.0.1"]
 
 
 def _local_ipv4() -> list[str]:
