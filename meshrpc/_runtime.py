@@ -7,7 +7,8 @@ run a coroutine until a deadline — and each backend has a cheap native way to 
 them. Everything else in meshrpc stays on plain anyio.
 
 Deadlines are :func:`time.monotonic` values throughout; asyncio's loop clock is the
-same clock, trio's is converted.
+same clock (uvloop's too, at millisecond resolution: its timers fire within about a
+millisecond of the deadline), trio's is converted.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from meshrpc._components.publisher import Publisher
 from meshrpc._components.requester import Requester
 from meshrpc._components.stats import PUBLISHER_NAME as STATS_PUBLISHER
 from meshrpc._components.subscriber import Subscriber
+from meshrpc._loops import run_options
 from meshrpc._protocol.advertisement import Advertisement
 from meshrpc.config import load_settings
 from meshrpc.errors import (
@@ -348,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return anyio.run(_COMMANDS[args.command], args, sys.stdout)
+        return anyio.run(_COMMANDS[args.command], args, sys.stdout, **run_options("asyncio"))
     except KeyboardInterrupt:
         return 0  # Ctrl-C ends a long-running command: not an error
     except UsageError as exc:

@@ -296,6 +296,14 @@ VARIABLES: tuple[Variable, ...] = (
         lambda raw: _boolean(raw),
         "Whether responders send handler tracebacks to callers in errors.",
     ),
+    Variable(
+        "MESHRPC_UVLOOP",
+        "uvloop",
+        "auto",
+        lambda raw: _uvloop(raw),
+        "Loops meshrpc starts itself (run(), meshrpc.sync, the CLI) on asyncio use uvloop: "
+        "`auto` when installed (`meshrpc[fast]`), `on` (required) or `off`.",
+    ),
 )
 
 _BY_FIELD = {v.field: v for v in VARIABLES}
@@ -308,6 +316,16 @@ def _boolean(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be true/false (1/0, yes/no, on/off)")
+
+
+def _uvloop(raw: str) -> str:
+    value = raw.strip().lower()
+    if value == "auto":
+        return value
+    try:
+        return "on" if _boolean(value) else "off"
+    except ValueError:
+        raise ValueError("must be auto, on or off") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +352,7 @@ class Settings:
     stats_interval: float
     drain_timeout: float
     send_tracebacks: bool
+    uvloop: str
 
 
 def load_settings(

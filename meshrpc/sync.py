@@ -24,6 +24,7 @@ from meshrpc._components.responder import Handler
 from meshrpc._components.responder import Responder as _AsyncResponder
 from meshrpc._components.subscriber import EventHandler
 from meshrpc._components.subscriber import Subscriber as _AsyncSubscriber
+from meshrpc._loops import run_options
 from meshrpc._protocol.advertisement import Advertisement
 
 __all__ = ["Publisher", "Requester", "Responder", "Subscriber"]
@@ -46,7 +47,7 @@ class _Blocking:
             raise RuntimeError(f"{self!r} is already open")
         stack = ExitStack()
         try:
-            portal = stack.enter_context(start_blocking_portal(self._backend))
+            portal = stack.enter_context(start_blocking_portal(**run_options(self._backend)))
             cm: AbstractContextManager[Any] = portal.wrap_async_context_manager(self._component)
             stack.enter_context(cm)
         except BaseException:

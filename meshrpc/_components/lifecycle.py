@@ -9,6 +9,8 @@ from typing import Any
 
 import anyio
 
+from meshrpc._loops import run_options
+
 __all__ = ["run", "serve"]
 
 logger = logging.getLogger("meshrpc")
@@ -31,8 +33,9 @@ async def serve(*components: Any) -> None:
 def run(*components: Any, backend: str = "asyncio") -> None:
     """Serve ``components`` in this process until SIGINT/SIGTERM (blocks).
 
-    ``backend`` is ``"asyncio"`` or ``"trio"``.
+    ``backend`` is ``"asyncio"`` (on uvloop when installed, see ``MESHRPC_UVLOOP``) or
+    ``"trio"``.
     """
     if not components:
         raise ValueError("meshrpc.run() needs at least one component")
-    anyio.run(serve, *components, backend=backend)
+    anyio.run(serve, *components, **run_options(backend))
