@@ -143,15 +143,21 @@ async def _client(params: ClientParams) -> RunResult:
 # ----------------------------------------------------------------------------- entry
 
 
+def _backend(name: str) -> dict[str, Any]:
+    if name == "uvloop":
+        return {"backend": "asyncio", "backend_options": {"use_uvloop": True}}
+    return {"backend": name}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="_meshrpc_side.py")
     sub = parser.add_subparsers(dest="role", required=True)
     sub.add_parser("probe")
     server = sub.add_parser("server")
-    server.add_argument("--backend", choices=("asyncio", "trio"), required=True)
+    server.add_argument("--backend", choices=("asyncio", "trio", "uvloop"), required=True)
     server.add_argument("--max-seconds", type=float, default=900.0)
     client = sub.add_parser("client")
-    client.add_argument("--backend", choices=("asyncio", "trio"), required=True)
+    client.add_argument("--backend", choices=("asyncio", "trio", "uvloop"), required=True)
     add_client_params(client)
     args = parser.parse_args(argv)
 
@@ -160,10 +166,10 @@ def main(argv: list[str]) -> int:
         return 0
     loopback_guard()
     if args.role == "server":
-        anyio.run(_serve, args.max_seconds, backend=args.backend)
+        anyio.run(_serve, args.max_seconds, **_backend(args.backend))
         return 0
     try:
-        result = anyio.run(_client, client_params(args), backend=args.backend)
+        result = anyio.run(_client, client_params(args), **_backend(args.backend))
     except Exception as exc:
         # The orchestrator shows this one line; the traceback goes to this child's
         # stderr, which it keeps in a log file.
