@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import math
 import os
@@ -122,10 +123,31 @@ def test_parse_messages_and_refuse_malformed_ones() -> None:
         ('{"id": 1, "type": "a", "timeout": true}', "timeout"),
         ('{"op": "subscribe", "pattern": "a.b*"}', "whole segment"),
         ('{"op": "dance"}', "unknown op"),
+        ('{"op": [[1]]}', "unknown op of this kind"),
         ("[" * 100_000, "not JSON"),
+        ('{"id": 1, "type": "a", "payload": -1e400}', "beyond a double"),
+        ('{"id": 1, "type": "a", "payload": ' + "[" * 64 + "]" * 64 + "}", "nested at most 64"),
+        ('{"id": 1, "type": "a", "payload": {"\\ud800": 1}}', "lone surrogates"),
+        ('{"id": "\\udfff", "type": "a"}', "id must be"),
+        ('{"op": "subscribe", "pattern": "a.\\uD800"}', "lone surrogates"),
+        ('{"op": "subscribe", "pattern": "a.\\u0000"}', "control characters"),
+        ('{"id": 1, "type": "calc.*"}', "no wildcards"),
+        ('{"id": 1, "type": "calc.#"}', "no wildcards"),
+        ('{"id": 1, "type": "calc..add"}', "non-empty segments"),
+        ('{"id": 1, "type": "calc.add\\r"}', "no control characters"),
     ]:
         with pytest.raises(BadMessage, match=fragment):
             parse(text)
+    # Just inside the limits: a surrogate pair is one character, an escaped backslash
+    # no escape, 63 levels (plus the message's own) is the deepest, brackets side by
+    # side are no depth.
+    for text, payload in [
+        ('"\\ud83d\\ude00"', "\U0001f600"),
+        ('"\\\\ud800"', "\\ud800"),
+        ("[" * 63 + "]" * 63, functools.reduce(lambda inner, _: [inner], range(62), [])),
+        ("[" + "[1]," * 500 + "[]]", [[1]] * 500 + [[]]),
+    ]:
+        assert parse(f'{{"id": 1, "type": "a", "payload": {text}}}') == Call(1, "a", payload, None)
 
 
 def test_exports_are_sorted_and_importing_does_no_io() -> None:
@@ -423,6 +445,25 @@ async def test_bad_messages_are_answered_and_the_connection_stays(namespace: str
         await ws.send(json.dumps({"id": 7, "op": "dance"}))
         assert (await reply(ws, 7))["error"]["kind"] == "BadMessage"
         assert (await call(ws, 8, "calc.add", {"a": 2, "b": 2}))["result"] == 4
+        assert mesh.bridge.statistics()["errors"] == {"BadMessage": 3}
+
+
+@pytest.mark.anyio
+async def test_text_with_no_utf8_form_is_refused_before_the_mesh(namespace: str) -> None:
+    # A lone surrogate escape is valid JSON but no UTF-8 frame or msgpack string: a
+    # subscription to one used to kill the connection and leave a stream subscribed.
+    async with running(namespace) as mesh, connect(mesh.url) as ws:
+        await hello(ws)
+        await ws.send('{"op": "subscribe", "id": 1, "pattern": "metrics.\\ud800"}')
+        assert (await reply(ws, 1))["error"]["kind"] == "BadMessage"
+        await ws.send('{"id": 2, "type": "echo", "payload": {"k": ["\\udfff"]}}')
+        assert (await reply(ws, 2))["error"]["kind"] == "BadMessage"
+        await ws.send('{"id": "\\ud800", "type": "echo"}')
+        assert (await reply(ws, None))["error"]["kind"] == "BadMessage"
+        assert (await call(ws, 3, "echo", "\U0001f600 ok"))["result"] == "\U0001f600 ok"
+        assert mesh.payloads == ["\U0001f600 ok"]
+        assert mesh.bridge.subscriber is not None
+        assert mesh.bridge.subscriber._streams == []
         assert mesh.bridge.statistics()["errors"] == {"BadMessage": 3}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +18,7 @@ from meshrpc._protocol import topics
 from meshrpc.errors import ConfigError
 
 __all__ = [
+    "MAX_DEPTH",
     "AllowList",
     "BadMessage",
     "Call",
@@ -31,6 +33,7 @@ __all__ = [
 ]
 
 _MAX_ID_LEN: Final = 128
+MAX_DEPTH: Final = 64  # arrays and objects nested in one message, at the most
 _DEFAULT_PORTS: Final = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 
@@ -183,11 +186,17 @@ class Unsubscribe:
 def parse(text: str) -> Call | Subscribe | Unsubscribe:
     """One browser message (a JSON object) as a request.
 
+    Beyond JSON, refused: NaN and infinite numbers, nesting deeper than
+    :data:`MAX_DEPTH`, and lone surrogates (``"\\ud800"``), which no UTF-8 frame or
+    msgpack string can carry: each would fail later, far from the browser's mistake.
+    Request types and patterns are topic-shaped names: no control characters, and a
+    call's type has no wildcard or empty segment.
+
     Raises:
         BadMessage: not JSON, not an object, or fields missing or of the wrong kind.
     """
     try:
-        message = json.loads(text, parse_constant=_refuse_constant)
+        message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise BadMessage(f"not JSON: {exc}") from None
     if not isinstance(message, dict):
@@ -196,14 +205,19 @@ def parse(text: str) -> Call | Subscribe | Unsubscribe:
     if not (
         msg_id is None
         or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
-        or (isinstance(msg_id, str) and len(msg_id) <= _MAX_ID_LEN)
+        or (isinstance(msg_id, str) and len(msg_id) <= _MAX_ID_LEN and _is_text(msg_id))
     ):
         raise BadMessage(f"id must be a number or a string of at most {_MAX_ID_LEN} characters")
+    _check_value(text, message, msg_id)
     op = message.get("op", "call")
     if op == "call":
         kind = message.get("type")
-        if not isinstance(kind, str) or not kind or len(kind) > 200 or "\n" in kind:
-            raise BadMessage("type must be a non-empty string of at most 200 characters", msg_id)
+        if not isinstance(kind, str) or not _is_type_name(kind):
+            raise BadMessage(
+                "type must be a name of at most 200 characters: dot-separated non-empty "
+                "segments, no wildcards, no control characters",
+                msg_id,
+            )
         timeout = message.get("timeout")
         if timeout is not None and (
             isinstance(timeout, bool)
@@ -220,8 +234,11 @@ def parse(text: str) -> Call | Subscribe | Unsubscribe:
         except ConfigError as exc:
             raise BadMessage(str(exc), msg_id) from None
         assert isinstance(pattern, str)
+        if _CONTROL.search(pattern):
+            raise BadMessage("pattern must not contain control characters", msg_id)
         return Subscribe(msg_id, pattern) if op == "subscribe" else Unsubscribe(msg_id, pattern)
-    raise BadMessage(f"unknown op {op!r}: use 'call', 'subscribe' or 'unsubscribe'", msg_id)
+    shown = repr(op) if isinstance(op, str) and len(op) <= 40 else "of this kind"
+    raise BadMessage(f"unknown op {shown}: use 'call', 'subscribe' or 'unsubscribe'", msg_id)
 
 
 def dumps(value: Any) -> str:
@@ -238,5 +255,57 @@ def error_reply(msg_id: MessageId, kind: str, message: str, **extra: Any) -> str
     return dumps({"id": msg_id, "error": {"kind": kind, "message": message, **extra}})
 
 
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+# A JSON escape of a UTF-16 surrogate (paired ones decode to one character, lone ones
+# stay surrogates); rarely in real text, so its absence spares walking the message.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"{literal[:20]} is beyond a double")
+    return value
+
+
+def _is_type_name(name: str) -> bool:
+    if not name or len(name) > 200 or _CONTROL.search(name):
+        return False
+    return all(segment and segment not in ("*", "#") for segment in name.split("."))
+
+
+def _check_value(text: str, message: dict[str, Any], msg_id: MessageId) -> None:
+    """Refuse nesting beyond MAX_DEPTH and strings holding lone surrogates.
+
+    Raises:
+        BadMessage: either.
+    """
+    # Fewer brackets than the limit cannot nest deeper: most messages stop here.
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        level: list[Any] = [message]
+        for _ in range(MAX_DEPTH):
+            level = [
+                child
+                for value in level
+                for child in (value.values() if type(value) is dict else value)
+                if type(child) is dict or type(child) is list
+            ]
+            if not level:
+                break
+        else:
+            raise BadMessage(f"arrays and objects must be nested at most {MAX_DEPTH} deep", msg_id)
+    if _SURROGATE_ESCAPE.search(text) and not _is_text(json.dumps(message, ensure_ascii=False)):
+        raise BadMessage("strings must not hold lone surrogates (not Unicode text)", msg_id)
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` has a UTF-8 form (no lone surrogates)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
