@@ -348,6 +348,31 @@ async def test_calls_reach_responders_with_results_and_error_kinds(namespace: st
 
 
 @pytest.mark.anyio
+async def test_pages_learn_the_kind_of_a_mesh_error_but_no_peer_or_namespace(
+    namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(namespace) as mesh, connect(mesh.url) as ws:
+        await hello(ws)
+        # The requester's own message names the namespace: the page gets a fixed one.
+        unknown = await call(ws, 1, "calc.nothing", timeout=0.3)
+        assert unknown["error"] == {
+            "kind": "NoResponder",
+            "message": "no responder for this type answered before the deadline",
+        }
+        assert namespace not in json.dumps(unknown)
+        assert mesh.bridge.requester is not None
+
+        async def lost(type: str, payload: Any, **options: Any) -> Any:
+            raise meshrpc.PeerLost(f"{'calc'!r} at tcp://10.9.8.7:4242 stopped answering")
+
+        monkeypatch.setattr(mesh.bridge.requester, "send", lost)
+        gone = await call(ws, 2, "calc.add", {"a": 1, "b": 2})
+        assert gone["error"]["kind"] == "PeerLost"
+        assert "10.9.8.7" not in gone["error"]["message"]
+        assert "calc" not in gone["error"]["message"]
+
+
+@pytest.mark.anyio
 async def test_types_and_patterns_not_exposed_are_forbidden_and_never_reach_the_mesh(
     namespace: str,
 ) -> None:

@@ -56,6 +56,18 @@ _CLOSE_TIMEOUT: Final = 5.0  # s to say goodbye to a browser, or to wait for ses
 _TOO_LARGE: Final = 1009  # WebSocket close code "message too big"
 _GOING_AWAY: Final = 1001
 _UNAVAILABLE: Final = frozenset({"TooManyConnections", "Unavailable"})  # refusals -> HTTP 503
+# What a page learns of a mesh error besides its kind. The exceptions' own messages are
+# for operators: they name responders, their endpoints (tcp://10.0.0.7:41234) and the
+# namespace, which the rest of the web has no business knowing.
+_PUBLIC_MESSAGES: Final = {
+    "DeadlineExceeded": "no outcome before the deadline",
+    "NoResponder": "no responder for this type answered before the deadline",
+    "PeerLost": "the responder was lost while it held the call: it may have run",
+    "Overloaded": "the responders refused the call without running it (busy or stopping)",
+    "MessageTooLarge": "the call is over the mesh's size limit",
+    "ProtocolError": "the mesh cannot carry this call or its reply (e.g. an integer "
+    "beyond 64 bits)",
+}
 
 
 class Refused(Exception):
@@ -535,7 +547,13 @@ class _Session:
             bridge._count_error(exc.kind)
             return error_reply(call.id, exc.kind, exc.message)
         except Exception:
-            logger.exception("bridge %r: the authorize hook failed on %r", bridge.namespace, call)
+            # Never the payload in the log: it is the browser's, and may be large or secret.
+            logger.exception(
+                "bridge %r: the authorize hook failed on a %r call of %r",
+                bridge.namespace,
+                call.type,
+                self.client,
+            )
             bridge._count_error("InternalError")
             return error_reply(call.id, "InternalError", "the bridge's authorize hook failed")
         try:
@@ -548,9 +566,15 @@ class _Session:
         except MeshError as exc:
             kind = _kind(exc)
             bridge._count_error(kind)
-            return error_reply(call.id, kind, str(exc))
+            logger.debug("bridge %r: %r from %r: %s", bridge.namespace, call.type, self.client, exc)
+            return error_reply(call.id, kind, _PUBLIC_MESSAGES.get(kind, "the call failed"))
         except Exception:
-            logger.exception("bridge %r: sending %r failed", bridge.namespace, call)
+            logger.exception(
+                "bridge %r: sending a %r call of %r failed",
+                bridge.namespace,
+                call.type,
+                self.client,
+            )
             bridge._count_error("InternalError")
             return error_reply(call.id, "InternalError", "the bridge failed to send the call")
         try:
