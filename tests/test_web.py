@@ -540,6 +540,29 @@ async def test_hooks_authenticate_refuse_and_rewrite(namespace: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_stuck_authorize_hook_answers_at_the_deadline_and_frees_its_slot(
+    namespace: str,
+) -> None:
+    never = anyio.Event()
+
+    async def authorize(client: Client, type: str, payload: Any) -> Any:
+        if type == "echo":
+            await never.wait()  # a database that does not answer
+        return payload
+
+    options = {"authorize": authorize, "timeout": 0.5, "max_in_flight": 1}
+    async with running(namespace, **options) as mesh, connect(mesh.url) as ws:
+        await hello(ws)
+        started = time.monotonic()
+        stuck = await call(ws, 1, "echo", "x", timeout=30)
+        assert stuck["error"]["kind"] == "DeadlineExceeded"
+        assert 0.4 < time.monotonic() - started < 5
+        assert mesh.payloads == []
+        # The one slot of max_in_flight is free again.
+        assert (await call(ws, 2, "calc.add", {"a": 1, "b": 1}))["result"] == 2
+
+
+@pytest.mark.anyio
 async def test_a_closed_socket_cancels_its_calls_and_drops_its_subscriptions(
     namespace: str,
 ) -> None:

@@ -540,24 +540,34 @@ class _Session:
         bridge = self.bridge
         assert bridge.requester is not None  # requests are exposed
         timeout = bridge.timeout if call.timeout is None else min(call.timeout, bridge.timeout)
-        try:
-            payload = await bridge._authorized_payload(self.client, call.type, call.payload)
-        except Refused as exc:
-            bridge._stats["refused"] += 1
-            bridge._count_error(exc.kind)
-            return error_reply(call.id, exc.kind, exc.message)
-        except Exception:
-            # Never the payload in the log: it is the browser's, and may be large or secret.
-            logger.exception(
-                "bridge %r: the authorize hook failed on a %r call of %r",
-                bridge.namespace,
-                call.type,
-                self.client,
+        # The deadline covers the hook too: a hook stuck on its database must not hold a
+        # slot of max_in_flight for ever, nor outlive the page's own timer.
+        deadline = anyio.current_time() + timeout
+        with anyio.CancelScope(deadline=deadline) as hook:
+            try:
+                payload = await bridge._authorized_payload(self.client, call.type, call.payload)
+            except Refused as exc:
+                bridge._stats["refused"] += 1
+                bridge._count_error(exc.kind)
+                return error_reply(call.id, exc.kind, exc.message)
+            except Exception:
+                # Never the payload in the log: the browser's, maybe large or secret.
+                logger.exception(
+                    "bridge %r: the authorize hook failed on a %r call of %r",
+                    bridge.namespace,
+                    call.type,
+                    self.client,
+                )
+                bridge._count_error("InternalError")
+                return error_reply(call.id, "InternalError", "the bridge's authorize hook failed")
+        remaining = deadline - anyio.current_time()
+        if hook.cancelled_caught or remaining <= 0:
+            bridge._count_error("DeadlineExceeded")
+            return error_reply(
+                call.id, "DeadlineExceeded", "the bridge's authorize hook took the whole deadline"
             )
-            bridge._count_error("InternalError")
-            return error_reply(call.id, "InternalError", "the bridge's authorize hook failed")
         try:
-            result = await bridge.requester.send(call.type, payload, timeout=timeout)
+            result = await bridge.requester.send(call.type, payload, timeout=remaining)
         except RemoteError as exc:
             kind = _kind(exc)
             bridge._count_error(kind)
