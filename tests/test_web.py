@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -416,10 +417,67 @@ async def test_events_of_an_exposed_pattern_arrive_live_and_stop_on_unsubscribe(
         assert mesh.bridge.statistics()["subscriptions"] == 1
         await ws.send(json.dumps({"op": "unsubscribe", "id": 2, "pattern": "metrics.*"}))
         assert (await reply(ws, 2))["result"] == {"unsubscribed": "metrics.*"}
-        await eventually(lambda: mesh.bridge.statistics()["subscriptions"] == 0)
-        assert mesh.bridge.subscriber is not None
-        assert mesh.bridge.subscriber._streams == []
+        assert mesh.bridge.statistics()["subscriptions"] == 0
+        subscriber = mesh.bridge.subscriber
+        assert subscriber is not None
+        await eventually(lambda: subscriber._streams == [])  # closed by its own task
         assert mesh.bridge.statistics()["events"] >= 3
+
+
+@pytest.mark.anyio
+async def test_pages_share_one_subscription_and_a_stalled_page_holds_up_no_one(
+    namespace: str,
+) -> None:
+    async with running(namespace, max_buffered_events=8) as mesh:
+        subscriber = mesh.bridge.subscriber
+        assert subscriber is not None
+        host, port = mesh.url.removeprefix("ws://").rstrip("/").split(":")
+        # A page that stops reading: a small receive window, and a client that stops
+        # taking frames off the socket once one is waiting.
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        async with (
+            connect(mesh.url, sock=sock, max_queue=1, compression=None) as stalled,
+            connect(mesh.url, compression=None) as ws,
+            connect(mesh.url) as other,
+        ):
+            for page in (stalled, ws, other):
+                await hello(page)
+                await page.send(json.dumps({"op": "subscribe", "id": 1, "pattern": "metrics.#"}))
+                await reply(page, 1)
+            await ws.send(json.dumps({"op": "subscribe", "id": 2, "pattern": "metrics.cpu"}))
+            await reply(ws, 2)
+            # Three pages, two patterns: the subscriber has one stream per pattern.
+            assert len(subscriber._streams) == 2
+            assert mesh.bridge.statistics()["subscriptions"] == 4
+            publisher = meshrpc.Publisher(name="bulk", namespace=namespace)
+            async with publisher, anyio.create_task_group() as tg:
+                await publisher.wait_for_subscribers(timeout=20)
+
+                async def flood() -> None:
+                    blob = base64.b64encode(os.urandom(6000)).decode()  # incompressible
+                    for n in itertools.count():
+                        publisher.publish_nowait("metrics.bulk", {"n": n, "blob": blob})
+                        await anyio.sleep(0.001)
+
+                tg.start_soon(flood)
+                await eventually(lambda: mesh.bridge.statistics()["events_dropped"] > 0, 20)
+                # The stalled page is at its limit; the others still get events live,
+                # and calls answered.
+                stalled_session = max(mesh.bridge._sessions, key=lambda s: len(s.outbox._items))
+                assert len(stalled_session.outbox._items) <= 8
+                with anyio.fail_after(10):
+                    bulk = 0
+                    while bulk < 50:
+                        bulk += json.loads(await ws.recv()).get("event") == "metrics.bulk"
+                assert (await call(other, 3, "calc.add", {"a": 1, "b": 1}))["result"] == 2
+                tg.cancel_scope.cancel()
+            # Tabs killed without a goodbye (a close handshake would wait for each
+            # client to read its backlog).
+            for page in (stalled, ws, other):
+                page.transport.abort()
+            await eventually(lambda: mesh.bridge.statistics()["connections"] == 0)
+        await eventually(lambda: subscriber._streams == [])
 
 
 @pytest.mark.anyio
@@ -586,7 +644,7 @@ async def test_a_closed_socket_cancels_its_calls_and_drops_its_subscriptions(
         await eventually(lambda: mesh.bridge.requester.statistics()["in_flight"] == 0)  # type: ignore[union-attr]
         stats = mesh.bridge.statistics()
         assert (stats["subscriptions"], stats["connections"]) == (0, 0)
-        assert mesh.bridge.subscriber._streams == []
+        await eventually(lambda: mesh.bridge.subscriber._streams == [])  # type: ignore[union-attr]
         # No CANCEL on the wire: the handlers run on until they finish by themselves.
         assert mesh.block_cancelled == 0
         mesh.release.set()

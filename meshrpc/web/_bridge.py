@@ -3,10 +3,11 @@
 One :class:`Bridge` serves one namespace through its own Requester and Subscriber,
 which live as long as the app (its lifespan). Each WebSocket connection is a
 ``_Session``: one reader (the handler's task) and, in the session's task group, one
-task per call in flight and one per subscription. The session's socket writes go
-through one lock, so a browser that stops reading holds up only its own session:
-calls wait to reply (bounded by ``max_in_flight``) and events pile up in each
-subscription's bounded buffer, then are dropped and counted.
+task per call in flight and one writer of events, which ``_fanout`` queues in the
+session's bounded outbox (one subscription per pattern for all sessions). The
+session's socket writes go through one lock, so a browser that stops reading holds
+up only its own session: calls wait to reply (bounded by ``max_in_flight``) and its
+outbox fills, then drops its newest events, counted.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from meshrpc import errors
 from meshrpc._components.requester import Requester
-from meshrpc._components.subscriber import EventStream, Subscriber
+from meshrpc._components.subscriber import Subscriber
 from meshrpc.errors import ConfigError, MeshError, RemoteError
+from meshrpc.web._fanout import Fanout, Outbox
 from meshrpc.web._rules import (
     AllowList,
     BadMessage,
@@ -248,6 +250,9 @@ class Bridge:
             0,
         )
         self._errors: dict[str, int] = {}
+        self._fanout = (
+            None if self.subscriber is None else Fanout(self.subscriber, self.topics, self._stats)
+        )
         self._router = Router(
             routes=[
                 WebSocketRoute("/", self._websocket),
@@ -268,12 +273,15 @@ class Bridge:
         ``errors`` counts error replies by kind; ``refused`` the calls and subscriptions
         the allow-lists or hooks refused; ``connections_refused`` the refused upgrades.
         """
+        stats = dict(self._stats)
+        if self._fanout is not None:
+            stats["events_dropped"] += self._fanout.dropped()
         return {
-            **self._stats,
+            **stats,
+            "errors": dict(self._errors),
             "connections": len(self._sessions),
             "in_flight": self._in_flight,
             "subscriptions": sum(len(s.subscriptions) for s in self._sessions),
-            "errors": dict(self._errors),
         }
 
     @asynccontextmanager
@@ -291,6 +299,8 @@ class Bridge:
             for component in (self.requester, self.subscriber):
                 if component is not None:
                     await stack.enter_async_context(component)
+            if self._fanout is not None:
+                await stack.enter_async_context(self._fanout.running())
             self._running = True
             try:
                 yield
@@ -403,7 +413,7 @@ class _Session:
         self.client = client
         self.websocket = websocket
         self.in_flight = 0
-        self.subscriptions: dict[str, anyio.CancelScope] = {}
+        self.outbox = Outbox(bridge.max_buffered_events, bridge._stats)
         self.scope = anyio.CancelScope()  # cancelled when the bridge stops
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
@@ -416,31 +426,48 @@ class _Session:
             "the bridge is stopping",
             None,
         )
-        with self.scope:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                hello = {
-                    "op": "hello",
-                    "limits": {
-                        "max_message": bridge.max_message,
-                        "max_in_flight": bridge.max_in_flight,
-                        "max_subscriptions": bridge.max_subscriptions,
-                        "timeout": bridge.timeout,
-                    },
-                }
-                await self.send(dumps(hello))
-                goodbye = await self._read()
-                # The browser is gone (or is being sent away): its calls are cancelled
-                # here, which ends their waits in the requester, and its subscriptions
-                # close. The mesh has no CANCEL message: a handler already running
-                # runs on, and its reply is dropped as late.
-                tg.cancel_scope.cancel()
+        try:
+            with self.scope:
+                goodbye = await self._serve()
+        finally:
+            if bridge._fanout is not None:
+                for pattern in list(self.subscriptions):
+                    bridge._fanout.unfollow(pattern, self.outbox)
         if goodbye is not None:
             code, reason, last_words = goodbye
             with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 if last_words is not None:
                     await self.send(last_words)
                 await self._close(code, reason)
+
+    @property
+    def subscriptions(self) -> set[str]:
+        """The patterns this connection follows."""
+        return self.outbox.patterns
+
+    async def _serve(self) -> tuple[int, str, str | None] | None:
+        bridge = self.bridge
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            if bridge._fanout is not None:
+                tg.start_soon(self._write_events)
+            hello = {
+                "op": "hello",
+                "limits": {
+                    "max_message": bridge.max_message,
+                    "max_in_flight": bridge.max_in_flight,
+                    "max_subscriptions": bridge.max_subscriptions,
+                    "timeout": bridge.timeout,
+                },
+            }
+            await self.send(dumps(hello))
+            goodbye = await self._read()
+            # The browser is gone (or is being sent away): its calls are cancelled
+            # here, which ends their waits in the requester. The mesh has no CANCEL
+            # message: a handler already running runs on, and its reply is dropped
+            # as late. Its subscriptions end in run().
+            tg.cancel_scope.cancel()
+        return goodbye
 
     async def send(self, text: str) -> bool:
         """Send one message; False when the browser is gone (the reader sees it leave)."""
@@ -626,43 +653,20 @@ class _Session:
                     f"this connection already has {bridge.max_subscriptions} subscriptions",
                 )
                 return
-            assert bridge.subscriber is not None  # topics are exposed
-            assert self._tg is not None
-            stream = bridge.subscriber.events(pattern, max_buffered=bridge.max_buffered_events)
-            scope = anyio.CancelScope()
-            self.subscriptions[pattern] = scope
-            self._tg.start_soon(self._forward_events, pattern, stream, scope)
+            assert bridge._fanout is not None  # topics are exposed
+            bridge._fanout.follow(pattern, self.outbox)
         await self.send(dumps({"id": request.id, "result": {"subscribed": pattern}}))
 
     async def _unsubscribe(self, request: Unsubscribe) -> None:
-        scope = self.subscriptions.pop(request.pattern, None)
-        if scope is not None:
-            scope.cancel()
+        if self.bridge._fanout is not None:
+            self.bridge._fanout.unfollow(request.pattern, self.outbox)
         await self.send(dumps({"id": request.id, "result": {"unsubscribed": request.pattern}}))
 
-    async def _forward_events(
-        self, pattern: str, stream: EventStream, scope: anyio.CancelScope
-    ) -> None:
-        bridge = self.bridge
-        try:
-            with scope:
-                async for topic, data in stream:
-                    if not bridge.topics.allows(topic):
-                        continue  # cannot happen (the pattern is inside the allow-list)
-                    try:
-                        text = dumps({"event": topic, "data": data, "pattern": pattern})
-                    except (TypeError, ValueError, RecursionError) as exc:
-                        bridge._stats["events_unrepresentable"] += 1
-                        logger.debug("event on %r has no JSON form, not forwarded: %s", topic, exc)
-                        continue
-                    if await self.send(text):
-                        bridge._stats["events"] += 1
-        finally:
-            with anyio.CancelScope(shield=True):
-                bridge._stats["events_dropped"] += stream.dropped
-                await stream.aclose()
-            if self.subscriptions.get(pattern) is scope:
-                del self.subscriptions[pattern]
+    async def _write_events(self) -> None:
+        stats = self.bridge._stats
+        while True:
+            if await self.send(await self.outbox.get()):
+                stats["events"] += 1
 
 
 def lifespan(*bridges: Bridge) -> Callable[[object], AbstractAsyncContextManager[None]]:
