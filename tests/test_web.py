@@ -196,14 +196,14 @@ class Mesh:
 
 
 @asynccontextmanager
-async def serve(app: Any, port: int = 0) -> AsyncIterator[str]:
+async def serve(app: Any, port: int = 0, lifespan: str = "on") -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 (a socket bound here: no port race)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", ws_ping_interval=None)
+        uvicorn.Config(app, log_level="warning", lifespan=lifespan, ws_ping_interval=None)
     )
     try:
         async with anyio.create_task_group() as tg:
@@ -685,6 +685,22 @@ async def test_connections_beyond_the_limit_are_refused_with_503(namespace: str)
         async with connect(mesh.url) as again:
             await hello(again)
         assert mesh.bridge.statistics()["connections_refused"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_stopped_bridge_refuses_upgrades_with_503(namespace: str) -> None:
+    bridge = Bridge(namespace, requests=["calc.*"])
+    async with bridge.lifespan():
+        pass
+    async with serve(bridge, lifespan="off") as address:
+        with pytest.raises(InvalidStatus) as denied:
+            async with connect(f"ws://{address}/"):
+                pass
+        assert denied.value.response.status_code == 503
+        assert b"Unavailable: the bridge is stopping" in denied.value.response.body
+        async with httpx.AsyncClient(trust_env=False) as http:
+            js = await http.get(f"http://{address}/meshrpc.js")
+        assert js.headers["x-content-type-options"] == "nosniff"
 
 
 @pytest.mark.anyio

@@ -193,7 +193,12 @@ class Bridge:
             if allowed_origins is None
             else frozenset(normalise_origin(o) for o in allowed_origins)
         )
-        if isinstance(timeout, bool) or not math.isfinite(timeout) or timeout <= 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.timeout = float(timeout)
         for what, value in (
@@ -262,7 +267,10 @@ class Bridge:
         )
 
     def __repr__(self) -> str:
-        return f"<Bridge namespace={self.namespace!r} {self.requests!r} topics={self.topics!r}>"
+        return (
+            f"<Bridge namespace={self.namespace!r} requests={self.requests!r} "
+            f"topics={self.topics!r}>"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._router(scope, receive, send)
@@ -314,11 +322,11 @@ class Bridge:
         return Response(
             script(),
             media_type="text/javascript; charset=utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
         )
 
     async def _websocket(self, websocket: WebSocket) -> None:
-        if not self._running:
+        if not self._started:
             raise RuntimeError(
                 "the bridge is not running: run its lifespan with the app's "
                 "(Starlette(lifespan=bridge.lifespan) or meshrpc.web.lifespan(...))"
@@ -349,6 +357,9 @@ class Bridge:
             await _deny(websocket, refusal)
 
     def _check_admission(self, client: Client) -> Refused | None:
+        if not self._running:
+            # Stopping (the server still takes connections while its lifespan ends).
+            return Refused("the bridge is stopping", kind="Unavailable")
         origin = client.origin
         if not origin_allowed(origin, client.headers.get("host"), self.allowed_origins):
             return Refused(f"origin {origin!r} may not connect to this bridge")
@@ -507,13 +518,16 @@ class _Session:
                 return None
             text: str | None = message.get("text")
             if text is not None:
-                # Characters are at most 4 bytes: encode only when it might matter.
-                size = len(text.encode()) if len(text) * 4 > limit else len(text)
+                # A character is 1 to 4 bytes: encode only when the count cannot tell
+                # (never a 16 MiB frame, which the server may have let through).
+                too_large = len(text) > limit or (
+                    len(text) * 4 > limit and len(text.encode()) > limit
+                )
             else:
-                size = len(message.get("bytes") or b"")
-            if size > limit:
+                too_large = len(message.get("bytes") or b"") > limit
+            if too_large:
                 self.bridge._count_error("TooLarge")
-                why = f"a message of {size} bytes exceeds the bridge's limit of {limit} bytes"
+                why = f"a message over the bridge's limit of {limit} bytes"
                 logger.info("closing %r: %s", self.client, why)
                 return _TOO_LARGE, "message too large", error_reply(None, "TooLarge", why)
             if text is None:
