@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import itertools
 import json
 import math
@@ -27,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
@@ -37,7 +36,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import meshrpc
@@ -50,6 +50,11 @@ from tests.waiting import eventually
 pytestmark = [pytest.mark.timeout(60)]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def connect(uri: str, **options: Any) -> ws_connect:
+    """A WebSocket client that ignores proxies from the environment: loopback only."""
+    return ws_connect(uri, proxy=None, **options)
 
 
 @pytest.fixture
@@ -145,7 +150,7 @@ def test_parse_messages_and_refuse_malformed_ones() -> None:
     for text, payload in [
         ('"\\ud83d\\ude00"', "\U0001f600"),
         ('"\\\\ud800"', "\\ud800"),
-        ("[" * 63 + "]" * 63, functools.reduce(lambda inner, _: [inner], range(62), [])),
+        ("[" * 63 + "]" * 63, json.loads("[" * 63 + "]" * 63)),
         ("[" + "[1]," * 500 + "[]]", [[1]] * 500 + [[]]),
     ]:
         assert parse(f'{{"id": 1, "type": "a", "payload": {text}}}') == Call(1, "a", payload, None)
@@ -196,7 +201,9 @@ class Mesh:
 
 
 @asynccontextmanager
-async def serve(app: Any, port: int = 0, lifespan: str = "on") -> AsyncIterator[str]:
+async def serve(
+    app: Any, port: int = 0, lifespan: Literal["on", "off"] = "on"
+) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 (a socket bound here: no port race)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port
@@ -724,7 +731,7 @@ async def test_one_bridge_per_namespace_on_its_own_path(namespace: str) -> None:
                 assert (await call(ws, 1, "calc.add", {"a": 1, "b": 1}))["error"][
                     "kind"
                 ] == "NoResponder"
-            async with httpx.AsyncClient() as http:
+            async with httpx.AsyncClient(trust_env=False) as http:
                 js = await http.get(f"http://{address}/mesh/{namespace}/meshrpc.js")
             assert js.status_code == 200
             assert js.headers["content-type"].startswith("text/javascript")
@@ -790,6 +797,7 @@ def chromium(tmp_path: Path) -> Iterator[str]:
     log = (tmp_path / "chromium.log").open("wb")
     browser = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-proxy-server",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-port=0",
          "about:blank"],
@@ -914,7 +922,7 @@ def wait_until_up(url: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(url + "/", timeout=5).status_code == 200:
+            if httpx.get(url + "/", timeout=5, trust_env=False).status_code == 200:
                 return
         except httpx.TransportError:
             pass
