@@ -835,6 +835,16 @@ async def page(browser: str) -> AsyncIterator[DevTools]:
         yield devtools
 
 
+async def load_client(tab: DevTools, address: str) -> None:
+    """Load the bridge's meshrpc.js into a page of the bridge's origin (the script's own)."""
+    await tab.navigate(f"http://{address}/meshrpc.js")
+    assert await tab.evaluate("""new Promise((resolve, reject) => {
+        const s = document.createElement("script");
+        s.src = "/meshrpc.js"; s.onload = () => resolve(true); s.onerror = reject;
+        document.head.appendChild(s);
+    })""")
+
+
 @pytest.mark.anyio
 async def test_the_js_client_in_chromium_calls_follows_and_survives_a_bridge_restart(
     namespace: str, chromium: str
@@ -845,13 +855,7 @@ async def test_the_js_client_in_chromium_calls_follows_and_survives_a_bridge_res
         async with serve(first) as address:
             assert first.requester is not None
             await first.requester.wait_for_responders("calc.add", timeout=20)
-            # Any page of the bridge's origin will do: the script itself.
-            await tab.navigate(f"http://{address}/meshrpc.js")
-            assert await tab.evaluate("""new Promise((resolve, reject) => {
-                const s = document.createElement("script");
-                s.src = "/meshrpc.js"; s.onload = () => resolve(true); s.onerror = reject;
-                document.head.appendChild(s);
-            })""")
+            await load_client(tab, address)
             await tab.evaluate("""
                 window.seen = []; window.changes = [];
                 window.mesh = meshrpc.connect("/", {minDelay: 50, maxDelay: 400});
@@ -982,3 +986,39 @@ async def test_the_example_page_in_chromium_shows_results_and_live_events(
         assert distinct > 20, "the screenshot is nearly one colour"
     finally:
         stop_example(proc)
+
+
+@pytest.mark.anyio
+async def test_the_js_client_gives_a_queued_call_what_is_left_of_its_timeout(
+    namespace: str, chromium: str
+) -> None:
+    outcome = "(p) => p.then((r) => ['ok', r], (e) => [e.kind, e.message])"
+    async with services(namespace), page(chromium) as tab:
+        bridge = bridge_for(namespace, max_in_flight=1)
+        async with serve(bridge) as address:
+            assert bridge.requester is not None
+            await bridge.requester.wait_for_responders("calc.block", timeout=20)
+            await load_client(tab, address)
+            await tab.evaluate("""
+                window.errors = [];
+                window.mesh = meshrpc.connect("/");
+                mesh.addEventListener("error", (e) => errors.push(e.detail.kind));
+                true""")
+            await tab.wait_for("mesh.connected")
+            # One slot: the second call waits for the first, which takes its whole 1 s.
+            await tab.evaluate(f"""
+                window.first = ({outcome})(mesh.send("calc.block", null, {{timeout: 1}}));
+                window.second = ({outcome})(mesh.send("calc.block", null, {{timeout: 1.6}}));
+                1""")
+            assert (await tab.evaluate("first"))[0] == "DeadlineExceeded"
+            # Sent with the 0.6 s it had left, the bridge answers it before the page's
+            # own timer (1.6 s + 1 s) fires: the page never believes a slot free that
+            # the bridge still holds.
+            assert await tab.evaluate("second") == [
+                "DeadlineExceeded",
+                "no outcome before the deadline",
+            ]
+            assert "TooManyInFlight" not in bridge.statistics()["errors"]
+            for bad in ["mesh.send(42)", "mesh.send('calc.add', {}, {timeout: -1})"]:
+                assert (await tab.evaluate(f"({outcome})({bad})"))[0] == "BadMessage"
+            assert await tab.evaluate("errors") == []

@@ -11,7 +11,8 @@
  * Disconnected, ...). The connection comes back by itself with backoff; subscriptions
  * are renewed; calls that were sent when it dropped reject with "Disconnected" (they
  * may have run); calls made while disconnected wait for the connection until their
- * timeout. Protocol and kinds: docs/web.md.
+ * timeout. A call's timeout runs from send(): what is left of it when the call goes
+ * out is what the bridge is given. Protocol and kinds: docs/web.md.
  */
 (function (root) {
   "use strict";
@@ -19,6 +20,7 @@
   const SCRIPT_SRC =
     typeof document !== "undefined" && document.currentScript ? document.currentScript.src : null;
   const GRACE_MS = 1000; // beyond the call's timeout, for the bridge's own reply to arrive
+  const MAX_TIMER_MS = 2147483647; // setTimeout fires at once beyond this
 
   class MeshError extends Error {
     constructor(kind, message, details) {
@@ -90,20 +92,35 @@
           reject(new MeshError("Closed", "this mesh connection was closed"));
           return;
         }
-        const id = this._nextId++;
-        const message = {id, type, payload: payload === undefined ? null : payload};
-        if (opts.timeout !== undefined) message.timeout = opts.timeout;
-        let text;
+        let seconds = opts.timeout ?? this.timeout;
+        if (typeof type !== "string") {
+          reject(new MeshError("BadMessage", "the type must be a string"));
+          return;
+        }
+        if (typeof seconds !== "number" || !(seconds > 0) || !Number.isFinite(seconds)) {
+          reject(new MeshError("BadMessage", "timeout must be a positive number of seconds"));
+          return;
+        }
+        let body;
         try {
-          text = JSON.stringify(message);
+          body = JSON.stringify(payload === undefined ? null : payload);
         } catch (error) {
           reject(new MeshError("BadMessage", "the payload has no JSON form: " + error.message));
           return;
         }
-        const call = {id, text, resolve, reject, timer: null, wasSent: false};
-        let seconds = opts.timeout ?? this.timeout;
         if (this.limits) seconds = Math.min(seconds, this.limits.timeout);
-        call.timer = setTimeout(() => this._expire(call), seconds * 1000 + GRACE_MS);
+        const id = this._nextId++;
+        const call = {
+          id,
+          head: `{"id":${id},"type":${JSON.stringify(type)}`,
+          body: body === undefined ? "null" : body, // a function or a symbol
+          deadline: Date.now() + seconds * 1000,
+          resolve,
+          reject,
+          timer: null,
+        };
+        const delay = Math.min(seconds * 1000 + GRACE_MS, MAX_TIMER_MS);
+        call.timer = setTimeout(() => this._expire(call), delay);
         this._queue.push(call);
         this._flush();
       });
@@ -152,7 +169,9 @@
         return;
       }
       this._ws = ws;
-      ws.onmessage = (event) => this._receive(event.data);
+      ws.onmessage = (event) => {
+        if (this._ws === ws) this._receive(event.data);
+      };
       ws.onclose = (event) => {
         if (this._ws !== ws) return;
         this._ws = null;
@@ -206,12 +225,13 @@
           call.resolve(message.result);
         }
         this._flush();
-      } else if (message.error) {
+      } else if (message.error && (message.id === null || this._subscribing.has(message.id))) {
         const error = new MeshError(message.error.kind, message.error.message, message.error);
         if (this._subscribing.has(message.id)) error.pattern = this._subscribing.get(message.id);
         this._subscribing.delete(message.id);
         this._emit("error", error);
       } else {
+        // An acknowledgement, or the late answer of a call that expired here.
         this._subscribing.delete(message.id);
       }
     }
@@ -232,20 +252,29 @@
       const most = limits.max_in_flight ?? Infinity;
       while (this._queue.length && this._sent.size < most) {
         const call = this._queue.shift();
-        if (limits.max_message && byteLength(call.text) > limits.max_message) {
-          clearTimeout(call.timer);
-          call.reject(
-            new MeshError(
-              "TooLarge",
-              `the call is over the bridge's limit of ${limits.max_message} bytes`,
-            ),
-          );
+        // What is left of the call's timeout, so that the bridge gives up no later than
+        // this page does (a call expired here while the bridge still held it would take
+        // a slot of max_in_flight the page believes free).
+        const left = (call.deadline - Date.now()) / 1000;
+        if (left <= 0) {
+          const why = "the call's timeout passed while it waited to be sent";
+          this._settle(call, new MeshError("DeadlineExceeded", why));
           continue;
         }
-        call.wasSent = true;
+        const text = `${call.head},"timeout":${left},"payload":${call.body}}`;
+        if (limits.max_message && byteLength(text) > limits.max_message) {
+          const why = `the call is over the bridge's limit of ${limits.max_message} bytes`;
+          this._settle(call, new MeshError("TooLarge", why));
+          continue;
+        }
         this._sent.set(call.id, call);
-        this._ws.send(call.text);
+        this._ws.send(text);
       }
+    }
+
+    _settle(call, error) {
+      clearTimeout(call.timer);
+      call.reject(error);
     }
 
     _expire(call) {
@@ -264,16 +293,10 @@
     }
 
     _failAll(kind, message, queuedToo) {
-      for (const call of this._sent.values()) {
-        clearTimeout(call.timer);
-        call.reject(new MeshError(kind, message));
-      }
+      for (const call of this._sent.values()) this._settle(call, new MeshError(kind, message));
       this._sent.clear();
       if (queuedToo) {
-        for (const call of this._queue) {
-          clearTimeout(call.timer);
-          call.reject(new MeshError(kind, message));
-        }
+        for (const call of this._queue) this._settle(call, new MeshError(kind, message));
         this._queue = [];
       }
     }
