@@ -39,7 +39,7 @@ def main() -> None:
     )  # fmt: skip
     print(f"open http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
     # SIGTERM (from a supervisor or a test) stops both children like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         web.wait()
     except KeyboardInterrupt:
