@@ -318,6 +318,12 @@ async def reply(ws: ClientConnection, msg_id: int | str | None) -> dict[str, Any
                 return dict(message)
 
 
+async def subscribe(ws: ClientConnection, msg_id: int, pattern: str) -> dict[str, Any]:
+    """Follow ``pattern``; the bridge's answer."""
+    await ws.send(json.dumps({"op": "subscribe", "id": msg_id, "pattern": pattern}))
+    return await reply(ws, msg_id)
+
+
 async def hello(ws: ClientConnection) -> dict[str, Any]:
     with anyio.fail_after(10):
         message = json.loads(await ws.recv())
@@ -395,8 +401,7 @@ async def test_types_and_patterns_not_exposed_are_forbidden_and_never_reach_the_
         assert mesh.bridge.requester.statistics()["sent"] == sent_before  # type: ignore[union-attr]
         assert mesh.responder.statistics()["received"] == received_before
         for msg_id, pattern in enumerate(["secret.#", "#", "*.keys", "metricsx.*"], start=2):
-            await ws.send(json.dumps({"op": "subscribe", "id": msg_id, "pattern": pattern}))
-            answer = await reply(ws, msg_id)
+            answer = await subscribe(ws, msg_id, pattern)
             assert answer["error"]["kind"] == "Forbidden", (pattern, answer)
         assert mesh.bridge.statistics()["subscriptions"] == 0
         assert mesh.bridge.statistics()["refused"] == 5
@@ -450,10 +455,8 @@ async def test_pages_share_one_subscription_and_a_stalled_page_holds_up_no_one(
         ):
             for page in (stalled, ws, other):
                 await hello(page)
-                await page.send(json.dumps({"op": "subscribe", "id": 1, "pattern": "metrics.#"}))
-                await reply(page, 1)
-            await ws.send(json.dumps({"op": "subscribe", "id": 2, "pattern": "metrics.cpu"}))
-            await reply(ws, 2)
+                assert "result" in await subscribe(page, 1, "metrics.#")
+            assert "result" in await subscribe(ws, 2, "metrics.cpu")
             # Three pages, two patterns: the subscriber has one stream per pattern.
             assert len(subscriber._streams) == 2
             assert mesh.bridge.statistics()["subscriptions"] == 4
@@ -594,8 +597,8 @@ async def test_hooks_authenticate_refuse_and_rewrite(namespace: str) -> None:
             assert refused["error"] == {"kind": "Forbidden",
                                         "message": "amounts over 100 need a human"}  # fmt: skip
             assert len(mesh.payloads) == 1
-            await ws.send(json.dumps({"op": "subscribe", "id": 3, "pattern": "metrics.cpu"}))
-            assert (await reply(ws, 3))["error"]["message"] == "ada may not follow metrics.cpu"
+            refused = await subscribe(ws, 3, "metrics.cpu")
+            assert refused["error"]["message"] == "ada may not follow metrics.cpu"
         async with connect(mesh.url, additional_headers={"Cookie": "token=s3cret"}) as ws:
             await hello(ws)
             assert (await call(ws, 4, "calc.add", {"a": 1, "b": 2}))["result"] == 3
@@ -639,8 +642,7 @@ async def test_a_closed_socket_cancels_its_calls_and_drops_its_subscriptions(
             for msg_id in (1, 2, 3):
                 await ws.send(json.dumps({"id": msg_id, "type": "calc.block"}))
             for msg_id, pattern in [(4, "metrics.cpu"), (5, "metrics.#")]:
-                await ws.send(json.dumps({"op": "subscribe", "id": msg_id, "pattern": pattern}))
-                assert "result" in await reply(ws, msg_id)
+                assert "result" in await subscribe(ws, msg_id, pattern)
             await eventually(lambda: mesh.blocked == 3, timeout=10)
             stats = mesh.bridge.statistics()
             assert (stats["in_flight"], stats["subscriptions"], stats["connections"]) == (3, 2, 1)
