@@ -8,6 +8,7 @@ its outbox, whose newest events are then dropped and counted, and holds up no on
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,8 @@ from meshrpc._components.subscriber import EventStream, Subscriber
 from meshrpc.web._rules import AllowList, dumps
 
 __all__ = ["Fanout", "Outbox"]
+
+logger = logging.getLogger("meshrpc.web")
 
 _FEED_BUFFER: Final = 1000  # events of one pattern waiting for its forwarder (a busy loop)
 
@@ -134,8 +137,9 @@ class Fanout:
                         continue  # cannot happen (the pattern is inside the allow-list)
                     try:
                         text = dumps({"event": topic, "data": data, "pattern": feed.pattern})
-                    except (TypeError, ValueError, RecursionError):
+                    except (TypeError, ValueError, RecursionError) as exc:
                         stats["events_unrepresentable"] += 1
+                        logger.debug("event on %r has no JSON form, not forwarded: %s", topic, exc)
                         continue
                     for outbox in feed.outboxes:
                         outbox.put(feed.pattern, text)
