@@ -30,6 +30,7 @@ __all__ = [
     "emit_error",
     "emit_result",
     "loopback_guard",
+    "make_payload",
     "median_result",
     "percentile",
     "sequential_result",
@@ -37,6 +38,17 @@ __all__ = [
 
 PAYLOAD: dict[str, int] = {"a": 1, "b": 2}
 EXPECTED = PAYLOAD["a"] + PAYLOAD["b"]
+
+
+def make_payload(kib: int) -> dict[str, Any]:
+    """The request payload: :data:`PAYLOAD`, plus ``blob`` of ``kib`` KiB of zeros if ``kib``.
+
+    The handler still returns ``a + b``; both servers decode the whole payload.
+    """
+    if kib <= 0:
+        return dict(PAYLOAD)
+    return {**PAYLOAD, "blob": bytes(kib * 1024)}
+
 
 # A client child prints exactly one line starting with this prefix, followed by JSON.
 RESULT_PREFIX = "RESULT "
@@ -55,6 +67,7 @@ class ClientParams:
     inflight_calls: int
     window: int
     phase_time_limit: float
+    payload_kib: int = 0
 
     def to_argv(self) -> list[str]:
         return [
@@ -68,6 +81,8 @@ class ClientParams:
             str(self.window),
             "--phase-time-limit",
             str(self.phase_time_limit),
+            "--payload-kib",
+            str(self.payload_kib),
         ]
 
 
@@ -164,6 +179,7 @@ def add_client_params(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inflight-calls", type=int, required=True)
     parser.add_argument("--window", type=int, required=True)
     parser.add_argument("--phase-time-limit", type=float, required=True)
+    parser.add_argument("--payload-kib", type=int, default=0)
 
 
 def client_params(ns: argparse.Namespace) -> ClientParams:
@@ -173,4 +189,5 @@ def client_params(ns: argparse.Namespace) -> ClientParams:
         inflight_calls=ns.inflight_calls,
         window=ns.window,
         phase_time_limit=ns.phase_time_limit,
+        payload_kib=ns.payload_kib,
     )

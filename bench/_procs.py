@@ -23,7 +23,15 @@ from typing import IO, Any
 
 from _common import RESULT_PREFIX
 
-__all__ = ["ChildError", "child_env", "run_client", "server", "terminate"]
+__all__ = [
+    "ChildError",
+    "child_env",
+    "run_client",
+    "server",
+    "servers",
+    "terminate",
+    "terminate_all",
+]
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -68,6 +76,23 @@ def terminate(proc: subprocess.Popen[Any], grace: float = TERM_GRACE_S) -> None:
         proc.wait(timeout=grace)
 
 
+def terminate_all(procs: Sequence[subprocess.Popen[Any]], grace: float = TERM_GRACE_S) -> None:
+    """:func:`terminate` for several at once: SIGTERM to all, then one shared grace."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.poll() is None:  # outlived the grace period
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=grace)
+
+
 def _tail(log: IO[str]) -> str:
     log.flush()
     log.seek(0)
@@ -80,15 +105,12 @@ def _pump_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-@contextlib.contextmanager
-def server(argv: Sequence[str], env: Mapping[str, str], ready_timeout: float) -> Iterator[str]:
-    """Start a server child, yield what follows ``READY`` on its first such line, stop it.
+class _Server:
+    """A started server child: its process, stderr log and stdout lines."""
 
-    Raises:
-        ChildError: it exited or did not report ready within ``ready_timeout`` seconds.
-    """
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log: IO[str]) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
             list(argv),
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -96,32 +118,75 @@ def server(argv: Sequence[str], env: Mapping[str, str], ready_timeout: float) ->
             stderr=log,
             text=True,
         )
+        assert self.proc.stdout is not None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(
+            target=_pump_lines, args=(self.proc.stdout, self.lines), daemon=True
+        ).start()
+
+    def wait_ready(self, deadline: float, ready_timeout: float) -> str:
+        """What follows ``READY`` on its first such line.
+
+        Raises:
+            ChildError: it exited, or no ``READY`` before ``deadline`` (monotonic).
+        """
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise ChildError(
+                    f"server not ready after {ready_timeout:.0f} s", _tail(self.log)
+                ) from None
+            if line is None:
+                tail = _tail(self.log)
+                last = tail.strip().splitlines()[-1:] or ["(no stderr)"]
+                raise ChildError(
+                    f"server exited with status {self.proc.wait()} before it was ready: {last[0]}",
+                    tail,
+                )
+            if line.startswith("READY"):
+                return line.removeprefix("READY").strip()
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise ChildError(
+                f"server exited early with status {self.proc.returncode}", _tail(self.log)
+            )
+
+
+@contextlib.contextmanager
+def servers(
+    argvs: Sequence[Sequence[str]], env: Mapping[str, str], ready_timeout: float
+) -> Iterator[list[str]]:
+    """Start several server children at once, yield what each printed after ``READY``
+    (in order), and stop them all by PID on the way out.
+
+    Raises:
+        ChildError: one exited or did not report ready within ``ready_timeout`` seconds.
+    """
+    with contextlib.ExitStack() as stack:
+        started: list[_Server] = []
         try:
-            assert proc.stdout is not None
-            lines: queue.Queue[str | None] = queue.Queue()
-            threading.Thread(target=_pump_lines, args=(proc.stdout, lines), daemon=True).start()
+            for argv in argvs:
+                log = stack.enter_context(tempfile.TemporaryFile("w+"))
+                started.append(_Server(argv, env, log))
             deadline = time.monotonic() + ready_timeout
-            while True:
-                try:
-                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    raise ChildError(
-                        f"server not ready after {ready_timeout:.0f} s", _tail(log)
-                    ) from None
-                if line is None:
-                    tail = _tail(log)
-                    last = tail.strip().splitlines()[-1:] or ["(no stderr)"]
-                    raise ChildError(
-                        f"server exited with status {proc.wait()} before it was ready: {last[0]}",
-                        tail,
-                    )
-                if line.startswith("READY"):
-                    break
-            yield line.removeprefix("READY").strip()
-            if proc.poll() is not None:
-                raise ChildError(f"server exited early with status {proc.returncode}", _tail(log))
+            yield [s.wait_ready(deadline, ready_timeout) for s in started]
+            for s in started:
+                s.check_alive()
         finally:
-            terminate(proc)
+            terminate_all([s.proc for s in started])
+
+
+@contextlib.contextmanager
+def server(argv: Sequence[str], env: Mapping[str, str], ready_timeout: float) -> Iterator[str]:
+    """Start a server child, yield what follows ``READY`` on its first such line, stop it.
+
+    Raises:
+        ChildError: it exited or did not report ready within ``ready_timeout`` seconds.
+    """
+    with servers([argv], env, ready_timeout) as ready:
+        yield ready[0]
 
 
 def run_client(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> dict[str, Any]:

@@ -6,6 +6,9 @@ Run as a child process by ``roundtrip.py``::
     python bench/_zmq_side.py blocking ENDPOINT [params]  # prints "RESULT {...}"
     python bench/_zmq_side.py asyncio ENDPOINT [params]   # prints "RESULT {...}"
 
+``ENDPOINT`` may be several, comma-separated (``scaling.py``): the DEALER connects to
+every one and ZeroMQ spreads the calls round-robin over the servers.
+
 Wire format (both directions): DEALER sends ``[call_id, msgpack(payload)]``; the
 ROUTER sees ``[identity, call_id, msgpack(payload)]`` and answers
 ``[identity, call_id, msgpack(result)]``. ``call_id`` is an 8-byte counter, used by the
@@ -21,13 +24,13 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgpack
 import zmq
 import zmq.asyncio
 from _common import (
     EXPECTED,
-    PAYLOAD,
     BenchError,
     ClientParams,
     RunResult,
@@ -36,6 +39,7 @@ from _common import (
     client_params,
     emit_error,
     emit_result,
+    make_payload,
     sequential_result,
 )
 
@@ -79,10 +83,17 @@ def serve(max_seconds: float) -> None:
         ctx.term()
 
 
+def _connect(sock: zmq.Socket[bytes] | zmq.asyncio.Socket, endpoints: str) -> None:
+    for endpoint in endpoints.split(","):
+        sock.connect(endpoint)
+
+
 # -------------------------------------------------------------------- blocking client
 
 
-def _blocking_sequential(sock: zmq.Socket[bytes], n: int, limit: float) -> tuple[list[int], float]:
+def _blocking_sequential(
+    sock: zmq.Socket[bytes], payload: dict[str, Any], n: int, limit: float
+) -> tuple[list[int], float]:
     latencies: list[int] = []
     packb, unpackb = msgpack.packb, msgpack.unpackb
     now_ns = time.perf_counter_ns
@@ -91,7 +102,7 @@ def _blocking_sequential(sock: zmq.Socket[bytes], n: int, limit: float) -> tuple
     for i in range(n):
         cid = _call_id(i)
         t0 = now_ns()
-        sock.send_multipart([cid, packb(PAYLOAD)])
+        sock.send_multipart([cid, packb(payload)])
         rid, body = sock.recv_multipart()
         result = unpackb(body)
         latencies.append(now_ns() - t0)
@@ -102,7 +113,9 @@ def _blocking_sequential(sock: zmq.Socket[bytes], n: int, limit: float) -> tuple
     return latencies, time.perf_counter() - start
 
 
-def _blocking_pipelined(sock: zmq.Socket[bytes], n: int, window: int, limit: float) -> float:
+def _blocking_pipelined(
+    sock: zmq.Socket[bytes], payload: dict[str, Any], n: int, window: int, limit: float
+) -> float:
     packb, unpackb = msgpack.packb, msgpack.unpackb
     send, recv = sock.send_multipart, sock.recv_multipart
     outstanding: set[bytes] = set()
@@ -112,7 +125,7 @@ def _blocking_pipelined(sock: zmq.Socket[bytes], n: int, window: int, limit: flo
     while sent < min(window, n):
         cid = _call_id(sent)
         outstanding.add(cid)
-        send([cid, packb(PAYLOAD)])
+        send([cid, packb(payload)])
         sent += 1
     while done < n:
         rid, body = recv()
@@ -126,7 +139,7 @@ def _blocking_pipelined(sock: zmq.Socket[bytes], n: int, window: int, limit: flo
         if sent < n:
             cid = _call_id(sent)
             outstanding.add(cid)
-            send([cid, packb(PAYLOAD)])
+            send([cid, packb(payload)])
             sent += 1
         if time.perf_counter() > deadline:
             raise BenchError(f"in-flight phase exceeded {limit:.0f} s")
@@ -139,12 +152,13 @@ def run_blocking_client(endpoint: str, params: ClientParams) -> RunResult:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, RECV_TIMEOUT_MS)
     try:
-        sock.connect(endpoint)
+        _connect(sock, endpoint)
         limit = params.phase_time_limit
-        _blocking_sequential(sock, params.warmup, limit)
-        _blocking_pipelined(sock, params.warmup * 4, params.window, limit)
-        latencies, seq_s = _blocking_sequential(sock, params.seq_calls, limit)
-        inflight_s = _blocking_pipelined(sock, params.inflight_calls, params.window, limit)
+        payload = make_payload(params.payload_kib)
+        _blocking_sequential(sock, payload, params.warmup, limit)
+        _blocking_pipelined(sock, payload, params.warmup * 4, params.window, limit)
+        latencies, seq_s = _blocking_sequential(sock, payload, params.seq_calls, limit)
+        inflight_s = _blocking_pipelined(sock, payload, params.inflight_calls, params.window, limit)
     except zmq.Again:
         raise BenchError(f"no reply within {RECV_TIMEOUT_MS} ms") from None
     finally:
@@ -159,8 +173,9 @@ def run_blocking_client(endpoint: str, params: ClientParams) -> RunResult:
 class AsyncioClient:
     """Hand-written zmq.asyncio client: one reader task resolving futures by call id."""
 
-    def __init__(self, sock: zmq.asyncio.Socket) -> None:
+    def __init__(self, sock: zmq.asyncio.Socket, payload: dict[str, Any]) -> None:
         self._sock = sock
+        self._payload = payload
         self._pending: dict[bytes, asyncio.Future[int]] = {}
         self._next = 0
 
@@ -178,7 +193,7 @@ class AsyncioClient:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[cid] = fut
         try:
-            await self._sock.send_multipart([cid, msgpack.packb(PAYLOAD)])
+            await self._sock.send_multipart([cid, msgpack.packb(self._payload)])
             return await fut
         finally:
             self._pending.pop(cid, None)
@@ -205,10 +220,10 @@ async def _asyncio_main(endpoint: str, params: ClientParams) -> RunResult:
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    client = AsyncioClient(sock)
+    client = AsyncioClient(sock, make_payload(params.payload_kib))
     limit = params.phase_time_limit
     try:
-        sock.connect(endpoint)
+        _connect(sock, endpoint)
         reader = asyncio.create_task(client.read_replies())
         try:
             async with asyncio.timeout(limit):
@@ -253,7 +268,7 @@ def main(argv: list[str]) -> int:
     if args.role == "server":
         serve(args.max_seconds)
         return 0
-    if not args.endpoint.startswith("tcp://127."):
+    if not all(e.startswith("tcp://127.") for e in args.endpoint.split(",")):
         emit_error(f"refusing non-loopback endpoint {args.endpoint}")
         return 1
     run = run_blocking_client if args.role == "blocking" else run_asyncio_client
