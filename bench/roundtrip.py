@@ -1,20 +1,23 @@
 """Round-trip benchmark: meshrpc against raw pyzmq baselines, on loopback.
 
-    python bench/roundtrip.py [--quick] [--runs N] [--backend asyncio|trio|both]
-                              [--only all|baselines|meshrpc] [--json PATH] [--write-readme]
+    python bench/roundtrip.py [--quick] [--runs N] [--backends asyncio,trio,uvloop]
+                              [--secret [BACKENDS]] [--payload-kib N] [--only all|baselines|meshrpc]
+                              [--json PATH] [--write-readme] [--verbose]
 
 Every system is measured with its client and its server in separate processes (children
 of this one, started with this interpreter), on 127.0.0.1 only. A run of one system:
 start a fresh server, run one client process (warm-up, then ``seq`` calls one after the
 other, then ``inflight`` calls with 64 outstanding), stop the server. Runs of the
-systems are interleaved, repeated ``--runs`` times, and the medians are reported. See
-bench/README.md for what each system is.
+systems are interleaved, repeated ``--runs`` times, and the medians are reported. With
+``--payload-kib N`` every request carries N KiB more (``blob``) and throughput is also
+reported in MB/s. See bench/README.md for what each system is.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -39,12 +42,24 @@ PHASE_TIME_LIMIT_S = 120.0
 SERVER_READY_TIMEOUT_S = 30.0
 CLIENT_STARTUP_ALLOWANCE_S = 60.0
 
-README = BENCH_DIR / "README.md"
-README_START = "<!-- results:start -->"
-README_END = "<!-- results:end -->"
+# With --payload-kib, the call counts shrink so that one phase moves at most this much.
+PAYLOAD_INFLIGHT_BYTES = 320 * 2**20
+PAYLOAD_SEQ_BYTES = 64 * 2**20
 
-INFLIGHT_TARGET = 1.0  # meshrpc 64-in-flight / zmq.asyncio 64-in-flight, at least
-SEQ_P50_TARGET = 1.5  # meshrpc seq p50 / raw blocking seq p50, at most
+BACKENDS = ("asyncio", "trio", "uvloop")
+
+README = BENCH_DIR / "README.md"
+# (start, end) markers of the README section: small payloads, and --payload-kib runs.
+README_MARKERS = {
+    False: ("<!-- results:start -->", "<!-- results:end -->"),
+    True: ("<!-- payload:start -->", "<!-- payload:end -->"),
+}
+
+# Targets of issue 7 ("Performance"), for every meshrpc variant without a secret.
+INFLIGHT_TARGET = 2.0  # meshrpc 64-in-flight / zmq.asyncio 64-in-flight, at least
+INFLIGHT_ABS_TARGET = 37_000.0  # meshrpc 64-in-flight calls/s, at least (Pyro5's figure)
+SEQ_P50_TARGET = 1.3  # meshrpc seq p50 / raw blocking seq p50, at most
+PAYLOAD_TARGET = 0.7  # with --payload-kib: meshrpc MB/s / raw blocking MB/s, at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +109,8 @@ SECRET_THROUGHPUT_TARGET = 0.75  # secret / plain 64-in-flight calls/s, at least
 SECRET_LATENCY_TARGET = 1.25  # secret / plain seq p50, at most
 
 
-def meshrpc_systems(backends: Sequence[str], secret: bool = False) -> list[System]:
+def meshrpc_systems(backends: Sequence[str], secret: Sequence[str] = ()) -> list[System]:
+    """meshrpc on each of ``backends``; then with a mesh secret on each of ``secret``."""
     side = script("_meshrpc_side.py")
 
     def client(backend: str) -> Callable[[str], list[str]]:
@@ -110,18 +126,17 @@ def meshrpc_systems(backends: Sequence[str], secret: bool = False) -> list[Syste
         )
         for backend in backends
     ]
-    if secret:
-        # The same, with MESHRPC_SECRET on both sides: CurveZMQ on every frame.
-        systems += [
-            System(
-                f"meshrpc_{backend}_secret",
-                f"meshrpc ({backend}, secret)",
-                [*side, "server", "--backend", backend],
-                client(backend),
-                {"MESHRPC_SECRET": BENCH_SECRET},
-            )
-            for backend in backends
-        ]
+    # The same, with MESHRPC_SECRET on both sides: CurveZMQ on every frame.
+    systems += [
+        System(
+            f"meshrpc_{backend}_secret",
+            f"meshrpc ({backend}, secret)",
+            [*side, "server", "--backend", backend],
+            client(backend),
+            {"MESHRPC_SECRET": BENCH_SECRET},
+        )
+        for backend in secret
+    ]
     return systems
 
 
@@ -196,103 +211,235 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def ratios(outcomes: dict[str, Outcome]) -> list[dict[str, Any]]:
-    """The two meshrpc-vs-baseline ratios for each measured meshrpc backend."""
-    blocking = outcomes.get("zmq_blocking")
-    asyncio_ = outcomes.get("zmq_asyncio")
-    b_med = blocking.median if blocking else None
-    a_med = asyncio_.median if asyncio_ else None
+def mb_per_s(calls_s: float, payload_kib: int) -> float:
+    """Throughput of the ``blob`` (request direction) in MB/s, 1 MB = 10^6 bytes."""
+    return calls_s * payload_kib * 1024 / 1e6
+
+
+def _median_of(outcomes: dict[str, Outcome], key: str) -> RunResult | None:
+    outcome = outcomes.get(key)
+    return outcome.median if outcome else None
+
+
+def _row(
+    name: str,
+    value: float,
+    target: str,
+    met: bool | None,
+    *,
+    meshrpc: str = "",
+    baseline: str = "",
+    display: str | None = None,
+) -> dict[str, Any]:
+    """One ratio (or absolute figure) with its target; ``met`` is None when it has none."""
+    return {
+        "name": name,
+        "value": value,
+        "display": f"{value:.2f}" if display is None else display,
+        "target": target,
+        "met": met,
+        "meshrpc": meshrpc,
+        "baseline": baseline,
+    }
+
+
+def ratios(outcomes: dict[str, Outcome], payload_kib: int = 0) -> list[dict[str, Any]]:
+    """Every meshrpc variant against the baselines (targets of issue 7), a secret against
+    no secret, and uvloop against plain asyncio."""
+    b_med = _median_of(outcomes, "zmq_blocking")
+    a_med = _median_of(outcomes, "zmq_asyncio")
     rows: list[dict[str, Any]] = []
     for key, outcome in outcomes.items():
         m = outcome.median
         if not key.startswith("meshrpc_") or m is None:
             continue
-        plain = outcomes.get(key.removesuffix("_secret"))
-        p_med = plain.median if plain and key.endswith("_secret") else None
-        if p_med is not None:
-            value = m.inflight_calls_s / p_med.inflight_calls_s
-            rows.append(
-                {
-                    "name": f"{outcome.system.label} 64-in-flight / without secret",
-                    "value": value,
-                    "target": f">= {SECRET_THROUGHPUT_TARGET}",
-                    "met": value >= SECRET_THROUGHPUT_TARGET,
-                }
-            )
-            value = m.seq_p50_us / p_med.seq_p50_us
-            rows.append(
-                {
-                    "name": f"{outcome.system.label} seq p50 / without secret",
-                    "value": value,
-                    "target": f"<= {SECRET_LATENCY_TARGET}",
-                    "met": value <= SECRET_LATENCY_TARGET,
-                }
-            )
-            continue
         label = outcome.system.label
-        if a_med is not None:
-            value = m.inflight_calls_s / a_med.inflight_calls_s
-            rows.append(
-                {
-                    "name": f"{label} 64-in-flight / zmq.asyncio 64-in-flight",
-                    "value": value,
-                    "target": f">= {INFLIGHT_TARGET}",
-                    "met": value >= INFLIGHT_TARGET,
-                }
-            )
-        if b_med is not None:
-            value = m.seq_p50_us / b_med.seq_p50_us
-            rows.append(
-                {
-                    "name": f"{label} seq p50 / blocking seq p50",
-                    "value": value,
-                    "target": f"<= {SEQ_P50_TARGET}",
-                    "met": value <= SEQ_P50_TARGET,
-                }
-            )
+        if key.endswith("_secret"):
+            rows += _secret_rows(label, m, _median_of(outcomes, key.removesuffix("_secret")))
+            continue
+        if payload_kib:
+            if b_med is not None:
+                rows += _payload_rows(label, m, b_med, payload_kib)
+        else:
+            rows += _small_rows(label, m, a_med, b_med)
+        plain = _median_of(outcomes, "meshrpc_asyncio")
+        if key == "meshrpc_uvloop" and plain is not None:
+            rows += _uvloop_rows(m, plain)
     return rows
 
 
-HEADERS = ("system", "seq p50 µs", "seq p99 µs", "seq calls/s", f"{WINDOW}-in-flight calls/s")
-
-
-def table_rows(outcomes: dict[str, Outcome]) -> list[tuple[str, ...]]:
-    rows: list[tuple[str, ...]] = []
-    for outcome in outcomes.values():
-        m = outcome.median
-        if m is None:
-            rows.append((outcome.system.label, "-", "-", "-", "-"))
-            continue
+def _small_rows(
+    label: str, m: RunResult, a_med: RunResult | None, b_med: RunResult | None
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if a_med is not None:
+        value = m.inflight_calls_s / a_med.inflight_calls_s
         rows.append(
-            (
-                outcome.system.label,
-                f"{m.seq_p50_us:,.0f}",
-                f"{m.seq_p99_us:,.0f}",
-                f"{m.seq_calls_s:,.0f}",
-                f"{m.inflight_calls_s:,.0f}",
+            _row(
+                f"{label} {WINDOW}-in-flight / zmq.asyncio {WINDOW}-in-flight",
+                value,
+                f">= {INFLIGHT_TARGET}",
+                value >= INFLIGHT_TARGET,
+                meshrpc=f"{m.inflight_calls_s:,.0f} calls/s",
+                baseline=f"{a_med.inflight_calls_s:,.0f} calls/s",
+            )
+        )
+    rows.append(
+        _row(
+            f"{label} {WINDOW}-in-flight calls/s (absolute; Pyro5's figure)",
+            m.inflight_calls_s,
+            f">= {INFLIGHT_ABS_TARGET:,.0f} calls/s",
+            m.inflight_calls_s >= INFLIGHT_ABS_TARGET,
+            meshrpc=f"{m.inflight_calls_s:,.0f} calls/s",
+            baseline="Pyro5: 37,000 calls/s",
+            display=f"{m.inflight_calls_s:,.0f}",
+        )
+    )
+    if b_med is not None:
+        value = m.seq_p50_us / b_med.seq_p50_us
+        rows.append(
+            _row(
+                f"{label} seq p50 / blocking seq p50",
+                value,
+                f"<= {SEQ_P50_TARGET}",
+                value <= SEQ_P50_TARGET,
+                meshrpc=f"{m.seq_p50_us:,.0f} µs",
+                baseline=f"{b_med.seq_p50_us:,.0f} µs",
             )
         )
     return rows
 
 
-def text_table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in [HEADERS, *rows]) for i in range(len(HEADERS))]
+def _payload_rows(
+    label: str, m: RunResult, b_med: RunResult, payload_kib: int
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for phase, mine_calls, raw_calls in (
+        (f"{WINDOW}-in-flight", m.inflight_calls_s, b_med.inflight_calls_s),
+        ("seq", m.seq_calls_s, b_med.seq_calls_s),
+    ):
+        mine, raw = mb_per_s(mine_calls, payload_kib), mb_per_s(raw_calls, payload_kib)
+        value = mine / raw
+        rows.append(
+            _row(
+                f"{label} {payload_kib} KiB {phase} MB/s / blocking {phase} MB/s",
+                value,
+                f">= {PAYLOAD_TARGET}",
+                value >= PAYLOAD_TARGET,
+                meshrpc=f"{mine:,.0f} MB/s",
+                baseline=f"{raw:,.0f} MB/s",
+            )
+        )
+    return rows
 
-    def fmt(row: tuple[str, ...]) -> str:
+
+def _secret_rows(label: str, m: RunResult, plain: RunResult | None) -> list[dict[str, Any]]:
+    if plain is None:
+        return []
+    tput = m.inflight_calls_s / plain.inflight_calls_s
+    lat = m.seq_p50_us / plain.seq_p50_us
+    return [
+        _row(
+            f"{label} {WINDOW}-in-flight / without secret",
+            tput,
+            f">= {SECRET_THROUGHPUT_TARGET}",
+            tput >= SECRET_THROUGHPUT_TARGET,
+            meshrpc=f"{m.inflight_calls_s:,.0f} calls/s",
+            baseline=f"{plain.inflight_calls_s:,.0f} calls/s",
+        ),
+        _row(
+            f"{label} seq p50 / without secret",
+            lat,
+            f"<= {SECRET_LATENCY_TARGET}",
+            lat <= SECRET_LATENCY_TARGET,
+            meshrpc=f"{m.seq_p50_us:,.0f} µs",
+            baseline=f"{plain.seq_p50_us:,.0f} µs",
+        ),
+    ]
+
+
+def _uvloop_rows(m: RunResult, plain: RunResult) -> list[dict[str, Any]]:
+    """uvloop against the default asyncio loop, both measured in this invocation."""
+    return [
+        _row(
+            f"meshrpc (uvloop) {WINDOW}-in-flight / meshrpc (asyncio) {WINDOW}-in-flight",
+            m.inflight_calls_s / plain.inflight_calls_s,
+            "-",
+            None,
+            meshrpc=f"{m.inflight_calls_s:,.0f} calls/s",
+            baseline=f"{plain.inflight_calls_s:,.0f} calls/s",
+        ),
+        _row(
+            "meshrpc (uvloop) seq p50 / meshrpc (asyncio) seq p50",
+            m.seq_p50_us / plain.seq_p50_us,
+            "-",
+            None,
+            meshrpc=f"{m.seq_p50_us:,.0f} µs",
+            baseline=f"{plain.seq_p50_us:,.0f} µs",
+        ),
+    ]
+
+
+def headers(payload_kib: int) -> tuple[str, ...]:
+    if payload_kib:
+        return (
+            "system",
+            "seq p50 µs",
+            "seq MB/s",
+            f"{WINDOW}-in-flight calls/s",
+            f"{WINDOW}-in-flight MB/s",
+        )
+    return ("system", "seq p50 µs", "seq p99 µs", "seq calls/s", f"{WINDOW}-in-flight calls/s")
+
+
+def table_rows(outcomes: dict[str, Outcome], payload_kib: int = 0) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for outcome in outcomes.values():
+        m = outcome.median
+        if m is None:
+            rows.append((outcome.system.label, "-", "-", "-", "-"))
+        elif payload_kib:
+            rows.append(
+                (
+                    outcome.system.label,
+                    f"{m.seq_p50_us:,.0f}",
+                    f"{mb_per_s(m.seq_calls_s, payload_kib):,.0f}",
+                    f"{m.inflight_calls_s:,.0f}",
+                    f"{mb_per_s(m.inflight_calls_s, payload_kib):,.0f}",
+                )
+            )
+        else:
+            rows.append(
+                (
+                    outcome.system.label,
+                    f"{m.seq_p50_us:,.0f}",
+                    f"{m.seq_p99_us:,.0f}",
+                    f"{m.seq_calls_s:,.0f}",
+                    f"{m.inflight_calls_s:,.0f}",
+                )
+            )
+    return rows
+
+
+def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table, first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def fmt(row: Sequence[str]) -> str:
         first = row[0].ljust(widths[0])
         rest = (cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))
         return "  ".join([first, *rest])
 
-    return "\n".join([fmt(HEADERS), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)])
 
 
-def markdown_table(rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|---" + "|---:" * (len(HEADERS) - 1) + "|"]
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def spread_lines(outcomes: dict[str, Outcome]) -> list[str]:
+def spread_lines(outcomes: dict[str, Outcome], payload_kib: int = 0) -> list[str]:
     """Per system, the lowest and highest run of the two headline numbers."""
     lines = []
     for o in outcomes.values():
@@ -300,18 +447,28 @@ def spread_lines(outcomes: dict[str, Outcome]) -> list[str]:
             continue
         p50 = [r.seq_p50_us for r in o.runs]
         tput = [r.inflight_calls_s for r in o.runs]
-        lines.append(
+        line = (
             f"{o.system.label}: seq p50 {min(p50):,.0f}-{max(p50):,.0f} µs, "
             f"{WINDOW}-in-flight {min(tput):,.0f}-{max(tput):,.0f} calls/s"
         )
+        if payload_kib:
+            line += (
+                f" ({mb_per_s(min(tput), payload_kib):,.0f}-"
+                f"{mb_per_s(max(tput), payload_kib):,.0f} MB/s)"
+            )
+        lines.append(line)
     return lines
 
 
-def ratio_lines(rows: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"{r['name']}: {r['value']:.2f} (target {r['target']}: {'met' if r['met'] else 'NOT met'})"
-        for r in rows
-    ]
+def ratio_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in rows:
+        if r["met"] is None:
+            lines.append(f"{r['name']}: {r['display']} (no target)")
+        else:
+            status = "met" if r["met"] else "NOT met"
+            lines.append(f"{r['name']}: {r['display']} (target {r['target']}: {status})")
+    return lines
 
 
 BUSY_WARNING = 0.15
@@ -321,11 +478,26 @@ def busy(fraction: float | None) -> str:
     return "unknown" if fraction is None else f"{fraction:.0%}"
 
 
+def workload_line(p: dict[str, Any]) -> str:
+    payload = (
+        f'`{{"a": 1, "b": 2, "blob": <{p["payload_kib"]} KiB>}}`'
+        if p["payload_kib"]
+        else '`{"a": 1, "b": 2}`'
+    )
+    return (
+        f"Medians of {p['runs']} run{'s' if p['runs'] != 1 else ''}; payload {payload}; per "
+        f"run {p['seq_calls']:,} sequential calls and {p['inflight_calls']:,} calls with "
+        f"{p['window']} in flight, after {p['warmup']:,} + {4 * p['warmup']:,} warm-up calls."
+    )
+
+
 def readme_section(report: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
     m = report["machine"]
     p = report["params"]
+    kib = p["payload_kib"]
+    start, end = README_MARKERS[bool(kib)]
     lines = [
-        README_START,
+        start,
         f"Measured {m['date']} with `{report['command']}`",
         "",
         f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; {m['implementation']} "
@@ -334,15 +506,12 @@ def readme_section(report: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
         f"CPU busy before the benchmark (other processes): {busy(report['cpu_busy_before'])}; "
         f"right after it: {busy(report['cpu_busy_after'])}.",
         "",
-        f"Medians of {p['runs']} run{'s' if p['runs'] != 1 else ''}; per run "
-        f"{p['seq_calls']:,} sequential calls and "
-        f"{p['inflight_calls']:,} calls with {p['window']} in flight, after "
-        f"{p['warmup']:,} + {4 * p['warmup']:,} warm-up calls.",
+        workload_line(p),
         "",
-        markdown_table(table_rows(outcomes)),
+        markdown_table(headers(kib), table_rows(outcomes, kib)),
         "",
     ]
-    spread = spread_lines(outcomes)
+    spread = spread_lines(outcomes, kib)
     if spread:
         lines += ["Spread over the runs (lowest-highest):", ""]
         lines += [f"- {line}" for line in spread]
@@ -352,13 +521,14 @@ def readme_section(report: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
         lines += ["Ratios of the medians:", ""]
     lines += [f"- {line}" for line in ratio_rows]
     lines += [f"- {o.system.label}: not measured: {o.error}" for o in outcomes.values() if o.error]
-    lines.append(README_END)
+    lines.append(end)
     return "\n".join(lines)
 
 
-def write_readme(section: str, path: Path = README) -> None:
+def write_readme(section: str, start: str, end: str, path: Path = README) -> None:
+    """Replace the text between ``start`` and ``end`` in ``path`` (or append a section)."""
     text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _m: section, text, count=1)
     else:
@@ -377,9 +547,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--quick", action="store_true", help=f"divide call counts by {QUICK_DIVISOR}"
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per system (default 3)")
-    parser.add_argument("--backend", choices=("asyncio", "trio", "both"), default="both")
     parser.add_argument(
-        "--secret", action="store_true", help="also measure meshrpc with MESHRPC_SECRET set"
+        "--backends",
+        default=",".join(BACKENDS),
+        help="comma-separated meshrpc backends: asyncio, trio, uvloop (default all three)",
+    )
+    parser.add_argument(
+        "--secret",
+        nargs="?",
+        const="all",
+        default="",
+        metavar="BACKENDS",
+        help="also measure meshrpc with MESHRPC_SECRET set: on every backend of --backends, "
+        "or on the comma-separated ones given",
+    )
+    parser.add_argument(
+        "--payload-kib",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N KiB of bytes to every request (default 0: the small payload)",
     )
     parser.add_argument("--only", choices=("all", "baselines", "meshrpc"), default="all")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write results as JSON")
@@ -392,17 +579,39 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if not backends or unknown:
+        parser.error(f"--backends takes a comma-separated subset of {','.join(BACKENDS)}")
+    args.backends = list(dict.fromkeys(backends))
+    if args.secret == "all":
+        args.secret = list(args.backends)
+    else:
+        secret = [b.strip() for b in args.secret.split(",") if b.strip()]
+        if set(secret) - set(BACKENDS):
+            parser.error(f"--secret takes a comma-separated subset of {','.join(BACKENDS)}")
+        args.secret = list(dict.fromkeys(secret))
+    if not 0 <= args.payload_kib <= 8192:
+        parser.error("--payload-kib must be 0..8192")
     return args
 
 
-def client_params(quick: bool) -> ClientParams:
+def client_params(quick: bool, payload_kib: int = 0) -> ClientParams:
+    """Call counts of a run; with a payload, fewer calls so a phase moves a bounded volume."""
+    warmup, seq, inflight = WARMUP_CALLS, SEQ_CALLS, INFLIGHT_CALLS
+    if payload_kib:
+        size = payload_kib * 1024
+        inflight = max(1_000, min(inflight, PAYLOAD_INFLIGHT_BYTES // size))
+        seq = max(500, min(seq, PAYLOAD_SEQ_BYTES // size))
+        warmup = max(100, min(warmup, seq // 5))
     div = QUICK_DIVISOR if quick else 1
     return ClientParams(
-        warmup=WARMUP_CALLS // div,
-        seq_calls=SEQ_CALLS // div,
-        inflight_calls=INFLIGHT_CALLS // div,
+        warmup=warmup // div,
+        seq_calls=seq // div,
+        inflight_calls=inflight // div,
         window=WINDOW,
         phase_time_limit=PHASE_TIME_LIMIT_S,
+        payload_kib=payload_kib,
     )
 
 
@@ -412,22 +621,32 @@ def report_failure(label: str, exc: ChildError, verbose: bool) -> None:
         print("    " + exc.log_tail.rstrip().replace("\n", "\n    "), file=sys.stderr)
 
 
-def run(args: argparse.Namespace) -> int:
-    os.environ["MESHRPC_INTERFACES"] = "127.0.0.1"  # loopback only, here and in children
-    params = client_params(args.quick)
-    backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
-
+def select_systems(args: argparse.Namespace) -> tuple[list[System], list[Outcome]]:
+    """The systems to measure, and those that cannot be (with the reason)."""
     systems: list[System] = []
     if args.only in ("all", "baselines"):
         systems += baseline_systems()
     skipped: list[Outcome] = []
     if args.only in ("all", "meshrpc"):
+        wanted = meshrpc_systems(args.backends, args.secret)
         why = probe_meshrpc()
-        if why is None:
-            systems += meshrpc_systems(backends, args.secret)
-        else:
+        if why is not None:
             print(f"meshrpc part skipped: {why}", file=sys.stderr)
-            skipped = [Outcome(s, error=why) for s in meshrpc_systems(backends, args.secret)]
+            return systems, [Outcome(s, error=why) for s in wanted]
+        no_uvloop = importlib.util.find_spec("uvloop") is None
+        for s in wanted:
+            if no_uvloop and s.key.startswith("meshrpc_uvloop"):
+                skipped.append(Outcome(s, error="uvloop is not installed (meshrpc[fast])"))
+            else:
+                systems.append(s)
+    return systems, skipped
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ["MESHRPC_INTERFACES"] = "127.0.0.1"  # loopback only, here and in children
+    kib = args.payload_kib
+    params = client_params(args.quick, kib)
+    systems, skipped = select_systems(args)
 
     busy_before = cpu_busy_fraction()
     if busy_before is not None and busy_before > BUSY_WARNING:
@@ -450,10 +669,11 @@ def run(args: argparse.Namespace) -> int:
                 report_failure(label, exc, args.verbose)
                 continue
             outcome.runs.append(result)
+            extra = f" ({mb_per_s(result.inflight_calls_s, kib):,.0f} MB/s)" if kib else ""
             print(
                 f"  seq p50 {result.seq_p50_us:,.0f} µs, p99 {result.seq_p99_us:,.0f} µs, "
                 f"{result.seq_calls_s:,.0f}/s; {WINDOW}-in-flight "
-                f"{result.inflight_calls_s:,.0f}/s",
+                f"{result.inflight_calls_s:,.0f}/s{extra}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -467,6 +687,9 @@ def run(args: argparse.Namespace) -> int:
         "params": {
             "runs": args.runs,
             "quick": args.quick,
+            "backends": args.backends,
+            "secret": args.secret,
+            "payload_kib": kib,
             "warmup": params.warmup,
             "seq_calls": params.seq_calls,
             "inflight_calls": params.inflight_calls,
@@ -481,12 +704,14 @@ def run(args: argparse.Namespace) -> int:
             }
             for key, o in outcomes.items()
         },
-        "ratios": ratios(outcomes),
+        "ratios": ratios(outcomes, kib),
     }
 
     print()
-    print(text_table(table_rows(outcomes)))
-    spread = spread_lines(outcomes)
+    if kib:
+        print(f"payload {kib} KiB per request")
+    print(text_table(headers(kib), table_rows(outcomes, kib)))
+    spread = spread_lines(outcomes, kib)
     if spread:
         print("\nspread over the runs (lowest-highest):")
         print("\n".join("  " + line for line in spread))
@@ -506,7 +731,7 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     if args.write_readme:
-        write_readme(readme_section(report, outcomes))
+        write_readme(readme_section(report, outcomes), *README_MARKERS[bool(kib)])
         print(f"updated {README}")
     return 1 if failed else 0
 
