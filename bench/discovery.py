@@ -1,6 +1,7 @@
 """Discovery figures for every backend: join, leave, and a Redis outage under load.
 
-    python bench/discovery.py [--runs N] [--json PATH] [--write-docs]
+    python bench/discovery.py [--runs N] [--backends mdns,static,redis] [--outage SECONDS]
+                              [--json PATH] [--write-readme] [--write-docs]
 
 Separate processes on 127.0.0.1 (tests/chaos_responder.py), a real redis-server on a
 random loopback port. Per backend and run:
@@ -10,6 +11,7 @@ random loopback port. Per backend and run:
 - late requester: responders run; a requester starts; time until its first reply.
 - leave: SIGTERM a responder; time until the requester no longer lists it.
 And once: Redis stopped for 10 s while calls run between known peers (failed calls).
+Targets (issue 7), per backend: join p50 < 50 ms, late requester's first reply p50 < 100 ms.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ from tests.procs import free_port  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 DOCS = ROOT / "docs" / "discovery.md"
+README = ROOT / "bench" / "README.md"
 START, END = "<!-- discovery:start -->", "<!-- discovery:end -->"
+JOIN_TARGET_MS = 50.0  # responder ready -> in rotation at a running requester, p50 below
+LATE_TARGET_MS = 100.0  # requester start -> first reply, p50 below
 
 
 def env_for(backend: str, redis_url: str, seed: str) -> dict[str, str]:
@@ -120,9 +125,14 @@ async def redis_outage(redis: RedisServer, log_dir: Path, seconds: float) -> dic
             import redis as redis_lib
 
             raw = redis_lib.Redis.from_url(redis.url)
-            await poll(lambda: len(raw.keys("meshrpc:ad:*")) == 2)
-            rejoined = time.monotonic() - back
-            raw.close()
+            rejoined: float | None = None
+            try:
+                await poll(lambda: len(raw.keys("meshrpc:ad:*")) == 2)
+                rejoined = time.monotonic() - back
+            except TimeoutError:
+                pass  # reported as not re-registered within the poll's limit
+            finally:
+                raw.close()
     finally:
         for child in children:
             child.close()
@@ -130,11 +140,45 @@ async def redis_outage(redis: RedisServer, log_dir: Path, seconds: float) -> dic
     return {"ok": ok, "failed": failed, "seconds": seconds, "re_registered": rejoined}
 
 
-def report(results: dict[str, list[dict[str, float]]], outage: dict[str, Any], runs: int) -> str:
+def medians(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per backend, the median of each figure over the runs, in seconds."""
+    return {
+        backend: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+        for backend, rows in results.items()
+        if rows
+    }
+
+
+def ratios(results: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """The targets, per backend (there is no raw baseline for discovery)."""
+    rows: list[dict[str, Any]] = []
+    for backend, med in medians(results).items():
+        for key, what, target in (
+            ("join", "join (ready -> in rotation)", JOIN_TARGET_MS),
+            ("late_first_reply", "late requester start -> first reply", LATE_TARGET_MS),
+        ):
+            ms = med[key] * 1000
+            worst = max(r[key] for r in results[backend]) * 1000
+            rows.append(
+                {
+                    "name": f"{backend}: {what}, p50 ms",
+                    "value": ms,
+                    "display": f"{ms:.0f}",
+                    "target": f"< {target:.0f}",
+                    "met": ms < target,
+                    "meshrpc": f"{ms:.0f} ms (max {worst:.0f})",
+                    "baseline": "",
+                }
+            )
+    return rows
+
+
+def report(
+    results: dict[str, list[dict[str, float]]], outage: dict[str, Any] | None, command: str
+) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC with "
-        f"`python bench/discovery.py --runs {runs}` (processes on 127.0.0.1; medians, "
-        "max in brackets):",
+        f"`{command}` (processes on 127.0.0.1; medians, max in brackets):",
         "",
         "| backend | responder ready → in rotation at a running requester | requester "
         "start → first reply | clean leave → gone from the requester |",
@@ -147,26 +191,65 @@ def report(results: dict[str, list[dict[str, float]]], outage: dict[str, Any], r
             return f"{statistics.median(values):.0f} ms ({max(values):.0f})"
 
         lines.append(f"| {backend} | {fmt('join')} | {fmt('late_first_reply')} | {fmt('leave')} |")
-    lines += [
-        "",
-        f"Redis stopped for {outage['seconds']:.0f} s while a requester called two known "
-        f"responders: {outage['ok']:,} calls OK, {outage['failed']} failed. Redis came back "
-        f"empty; both responders had registered again {outage['re_registered'] * 1000:.0f} ms "
-        "later, by themselves.",
-    ]
+    if outage is not None:
+        back = (
+            "both responders had NOT registered again 20 s later"
+            if outage["re_registered"] is None
+            else f"both responders had registered again {outage['re_registered'] * 1000:.0f} "
+            "ms later, by themselves"
+        )
+        lines += [
+            "",
+            f"Redis stopped for {outage['seconds']:.0f} s while a requester called two known "
+            f"responders: {outage['ok']:,} calls OK, {outage['failed']} failed. Redis came "
+            f"back empty; {back}.",
+        ]
+    targets = ratios(results)
+    if targets:
+        lines += ["", "Targets (p50):", ""]
+        lines += [
+            f"- {r['name']}: {r['display']} (target {r['target']}: "
+            f"{'met' if r['met'] else 'NOT met'})"
+            for r in targets
+        ]
     return "\n".join(lines)
+
+
+def replace_between(path: Path, section: str) -> None:
+    """Put ``section`` between the discovery markers of ``path`` (appended if missing)."""
+    text = path.read_text()
+    if START not in text or END not in text:
+        path.write_text(f"{text.rstrip()}\n\n{START}\n{section}\n{END}\n")
+        return
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{section}\n{END}{tail}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--outage", type=float, default=10.0)
+    parser.add_argument(
+        "--outage", type=float, default=10.0, help="seconds Redis is down (0: skip the outage)"
+    )
     parser.add_argument(
         "--backends", default="mdns,static,redis", help="comma-separated subset to measure"
     )
     parser.add_argument("--json", default="")
-    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="rewrite the discovery results in bench/README.md",
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help="rewrite the results in docs/discovery.md"
+    )
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends or set(backends) - {"mdns", "static", "redis"}:
+        parser.error("--backends takes a comma-separated subset of mdns,static,redis")
     import os
 
     os.environ["MESHRPC_INTERFACES"] = "127.0.0.1"
@@ -176,24 +259,35 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for run in range(args.runs):
-                for backend in args.backends.split(","):
+                for backend in backends:
                     row = anyio.run(one_run, backend, redis.url, Path(tmp))
                     results.setdefault(backend, []).append(row)
-                    print(f"{backend} run {run + 1}: {row}", file=sys.stderr)
-            outage = anyio.run(redis_outage, redis, Path(tmp), args.outage)
-            print(f"outage: {outage}", file=sys.stderr)
+                    shown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in row.items())
+                    print(f"{backend} run {run + 1}: {shown}", file=sys.stderr)
+            outage: dict[str, Any] | None = None
+            if args.outage > 0 and "redis" in backends:
+                outage = anyio.run(redis_outage, redis, Path(tmp), args.outage)
+                print(f"outage: {outage}", file=sys.stderr)
     finally:
         redis.stop()
-    section = report(results, outage, args.runs)
+    command = "python bench/discovery.py " + " ".join(sys.argv[1:])
+    section = report(results, outage, command)
     print(section)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"runs": results, "outage": outage}, indent=1))
+        data = {
+            "command": command,
+            "params": {"runs": args.runs, "backends": backends, "outage_s": args.outage},
+            "runs": results,
+            "medians": medians(results),
+            "outage": outage,
+            "ratios": ratios(results),
+        }
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    if args.write_readme:
+        replace_between(README, section)
     if args.write_docs:
-        text = DOCS.read_text()
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        DOCS.write_text(f"{head}{START}\n{section}\n{END}{tail}")
+        replace_between(DOCS, section)
 
 
 if __name__ == "__main__":
