@@ -57,6 +57,10 @@ class _Refused(Overloaded):
         self.draining = draining
 
 
+class _Unsent(Exception):
+    """The transport held the call back to batch it, then could not send it (internal)."""
+
+
 class _Peer:
     """One responder instance, our connection to it, and what we know of its health."""
 
@@ -316,6 +320,13 @@ class Requester(Component):
                     type=type,
                 )
             error = call.error
+            if isinstance(error, _Unsent):
+                peer.assigned -= 1
+                self._stats["sent"] -= 1
+                self._invalidate()
+                unsent += 1
+                avoid = peer
+                continue
             if error is None:
                 peer.breaker.success()
                 self._stats["ok"] += 1
@@ -574,6 +585,7 @@ class Requester(Component):
                 ad.endpoint,
                 lambda frame: self._on_frame(peer, frame),
                 lambda state: self._on_state(peer, state),
+                lambda frames: self._on_unsent(peer, frames),
             )
         except ConfigError as exc:
             logger.warning("ignoring responder %r at %r: %s", ad.name, ad.endpoint, exc)
@@ -588,6 +600,18 @@ class Requester(Component):
             self._invalidate()
         else:
             self._greet(peer)
+
+    def _on_unsent(self, peer: _Peer, frames: list[bytes]) -> None:
+        # Calls the transport accepted to batch but could not send after all: they never
+        # left, so they go elsewhere like any call that was not sent. (A lost PING is
+        # the liveness check's business.)
+        for frame in frames:
+            call_id = codec.request_call_id(frame)
+            call = peer.pending.pop(call_id, None) if call_id is not None else None
+            if call is not None:
+                peer.retryable.discard(call_id)
+                call.error = _Unsent()
+                call.set()
 
     def _on_frame(self, peer: _Peer, frame: bytes) -> None:
         peer.heard = True

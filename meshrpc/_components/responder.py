@@ -199,7 +199,9 @@ class Responder(Component):
         self._runtime = current_runtime(tg)
         try:
             listener = await self._bind_first_free(
-                lambda port: transport.listen(tg, self._bind_host(), port, self._on_frame)
+                lambda port: transport.listen(
+                    tg, self._bind_host(), port, self._on_frame, self._on_unsent
+                )
             )
             self._listener = listener
             port = int(listener.endpoint.rsplit(":", 1)[1])
@@ -453,6 +455,9 @@ class Responder(Component):
         message = message[:_MAX_ERROR_TEXT]
         tb = tb[-_MAX_ERROR_TEXT:] if tb else tb
         self._send(peer, codec.encode_error(call_id, code, error_type[:200], message, tb))
+
+    def _on_unsent(self, peer: bytes, frames: list[bytes]) -> None:
+        self._stats["replies_dropped"] += len(frames)
 
     def _send(self, peer: bytes, frame: bytes) -> None:
         if self._listener is None or not self._listener.send(peer, frame):

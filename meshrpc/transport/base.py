@@ -4,7 +4,8 @@ A transport delivers whole frames (bytes) and reports peer state; it knows nothi
 message kinds. Receiving is push-style: the transport runs its receive loops as tasks
 in the task group the component passes in, and calls the component's callbacks
 synchronously from the event loop (callbacks must not block). Sending never blocks:
-it either queues the frame on the socket or reports that it could not.
+it either queues the frame on the socket or reports that it could not — at once, or,
+for a frame a transport held back to send with others, through ``on_unsent``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ __all__ = [
     "OnSubscription",
     "OnFrame",
     "OnPeerFrame",
+    "OnPeerUnsent",
     "OnState",
+    "OnUnsent",
     "PeerState",
     "Subscription",
     "Transport",
@@ -40,6 +43,10 @@ OnSubscription = Callable[[bool, bytes], None]
 a subscriber that disconnects is reported as unsubscribing from everything it had."""
 OnEvent = Callable[[bytes, bytes], None]
 """Subscription callback: ``(topic_frame, frame)``."""
+OnUnsent = Callable[[list[bytes]], None]
+"""Connection callback: frames ``send`` accepted but that were then provably not sent."""
+OnPeerUnsent = Callable[[bytes, list[bytes]], None]
+"""Listener callback: ``(peer_id, frames)`` accepted by ``send`` but then not sent."""
 
 
 @runtime_checkable
@@ -122,7 +129,12 @@ class Transport(Protocol):
     """Creates listeners and connections whose receive loops run in ``task_group``."""
 
     async def listen(
-        self, task_group: TaskGroup, host: str, port: int, on_frame: OnPeerFrame
+        self,
+        task_group: TaskGroup,
+        host: str,
+        port: int,
+        on_frame: OnPeerFrame,
+        on_unsent: OnPeerUnsent | None = None,
     ) -> Listener:
         """Bind ``host:port`` (port 0: any free port).
 
@@ -132,7 +144,12 @@ class Transport(Protocol):
         ...
 
     async def connect(
-        self, task_group: TaskGroup, endpoint: str, on_frame: OnFrame, on_state: OnState
+        self,
+        task_group: TaskGroup,
+        endpoint: str,
+        on_frame: OnFrame,
+        on_state: OnState,
+        on_unsent: OnUnsent | None = None,
     ) -> Connection:
         """Start connecting to ``endpoint``; ``on_state`` reports when it is up or lost.
 
