@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from anyio.abc import TaskGroup
 
@@ -83,12 +83,54 @@ def current_runtime(task_group: TaskGroup) -> Runtime:
     return _TrioRuntime(task_group)
 
 
-class _AsyncioCompletion:
-    __slots__ = ("_fut", "_loop", "error", "result")
+class _DeadlineWheel:
+    """Deadlines rounded up to the next ``_GRAIN`` slot, with one loop timer per slot.
+
+    A loop timer per call cost more than the call's own work at 64 in flight: asyncio
+    keeps timers in a heap ordered by a Python ``__lt__``, and a cancelled one stays
+    there until it comes due. Calls that end in the same 2 ms share one timer here, and
+    forgetting one is a dict removal. Deadlines fire late by at most the grain, never
+    early.
+    """
+
+    __slots__ = ("_loop", "_slots")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._slots: dict[int, dict[Any, Callable[[Any], None]]] = {}
+
+    def add(self, deadline: float, key: Any, expire: Callable[[Any], None]) -> int:
+        """Call ``expire(key)`` once ``deadline`` passed, unless removed before."""
+        slot = int(deadline * _SLOTS_PER_S) + 1
+        waiting = self._slots.get(slot)
+        if waiting is None:
+            waiting = self._slots[slot] = {}
+            # asyncio's (and uvloop's) loop clock is time.monotonic().
+            self._loop.call_at(slot / _SLOTS_PER_S, self._fire, slot)
+        waiting[key] = expire
+        return slot
+
+    def remove(self, slot: int, key: Any) -> None:
+        waiting = self._slots.get(slot)
+        if waiting is not None:
+            waiting.pop(key, None)
+
+    def _fire(self, slot: int) -> None:
+        waiting = self._slots.pop(slot, None)
+        if waiting:
+            for key, expire in waiting.items():
+                expire(key)
+
+
+_SLOTS_PER_S: Final = 500  # a 2 ms grain
+
+
+class _AsyncioCompletion:
+    __slots__ = ("_fut", "_wheel", "error", "result")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wheel: _DeadlineWheel) -> None:
         self._fut: asyncio.Future[bool] = loop.create_future()
+        self._wheel = wheel
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -105,12 +147,12 @@ class _AsyncioCompletion:
             if deadline == math.inf:
                 await fut
                 return fut.result()
-            # asyncio's loop clock is time.monotonic(), so the deadline needs no conversion.
-            timer = self._loop.call_at(deadline, _expire, fut)
+            wheel = self._wheel
+            slot = wheel.add(deadline, fut, _expire)
             try:
                 await fut
             finally:
-                timer.cancel()
+                wheel.remove(slot, fut)
         return fut.result()
 
 
@@ -119,15 +161,31 @@ def _expire(fut: asyncio.Future[bool]) -> None:
         fut.set_result(False)
 
 
+class _Run:
+    """A handler running until a deadline; ``expired`` once the deadline cancelled it."""
+
+    __slots__ = ("expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.expired = False
+
+
+def _cancel_at_deadline(run: _Run) -> None:
+    run.expired = True
+    run.task.cancel()
+
+
 class _AsyncioRuntime:
     name = "asyncio"
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._wheel = _DeadlineWheel(self._loop)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def completion(self) -> Completion:
-        return _AsyncioCompletion(self._loop)
+        return _AsyncioCompletion(self._loop, self._wheel)
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         task: asyncio.Task[Any] = self._loop.create_task(self._run(fn, args))
@@ -152,23 +210,18 @@ class _AsyncioRuntime:
     ) -> tuple[bool, Any]:
         task = asyncio.current_task()
         assert task is not None
-        fired: list[bool] = []
-
-        def expire() -> None:
-            fired.append(True)
-            task.cancel()
-
-        timer = self._loop.call_at(deadline, expire)
+        run = _Run(task)
+        slot = self._wheel.add(deadline, run, _cancel_at_deadline)
         try:
             return True, await fn(arg)
         except asyncio.CancelledError:
-            # Ours only if the timer fired and nobody else asked for a cancellation.
-            if not fired or task.cancelling() != 1:
+            # Ours only if the deadline fired and nobody else asked for a cancellation.
+            if not run.expired or task.cancelling() != 1:
                 raise
             task.uncancel()
             return False, None
         finally:
-            timer.cancel()
+            self._wheel.remove(slot, run)
 
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)
