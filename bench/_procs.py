@@ -36,7 +36,7 @@ __all__ = [
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 TERM_GRACE_S = 5.0
-LOG_TAIL_LINES = 15
+LOG_TAIL_LINES = 40
 
 
 class ChildError(RuntimeError):

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -179,25 +180,49 @@ async def _subscriber() -> dict[str, Any]:
         elif "end" in payload:
             ended.set()
 
-    async with sub:
-        await sub.wait_for_publishers(1, timeout=WAIT_FOR_PEERS_S)
-        emit_ready()
-        deadline = now() + SUB_TIME_LIMIT_S
-        ended_by = "limit"
-        while True:
-            with anyio.move_on_after(POLL_S):
-                await ended.wait()
-            if ended.is_set():
-                ended_by = "marker"
-                break
-            t_now = now()
-            if tally.received and t_now - tally.last_t > QUIET_S:
-                ended_by = "quiet"
-                break
-            if t_now > deadline or os.getppid() != parent:
-                break
-        stats = _plain(sub.statistics())
-    return {**tally.to_dict(ended_by), "stats": stats}
+    result: dict[str, Any] | None = None
+    try:
+        async with sub:
+            await sub.wait_for_publishers(1, timeout=WAIT_FOR_PEERS_S)
+            emit_ready()
+            deadline = now() + SUB_TIME_LIMIT_S
+            ended_by = "limit"
+            while True:
+                with anyio.move_on_after(POLL_S):
+                    await ended.wait()
+                if ended.is_set():
+                    ended_by = "marker"
+                    break
+                t_now = now()
+                if tally.received and t_now - tally.last_t > QUIET_S:
+                    ended_by = "quiet"
+                    break
+                if t_now > deadline or os.getppid() != parent:
+                    break
+            result = {**tally.to_dict(ended_by), "stats": _plain(sub.statistics())}
+    except Exception as exc:
+        if result is None:
+            raise
+        # Measured in full, then the subscriber failed while closing: keep the figures,
+        # and say so (pubsub.py lists it in the notes).
+        result["shutdown_error"] = _one_line(exc)
+    assert result is not None
+    return result
+
+
+def _one_line(exc: BaseException) -> str:
+    """The innermost error of a chain of single-exception groups, with where it was raised."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        where = (
+            f" in {tb.tb_frame.f_code.co_qualname} ({Path(tb.tb_frame.f_code.co_filename).name})"
+        )
+        tb = tb.tb_next
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text + where
 
 
 # ----------------------------------------------------------------------------- entry

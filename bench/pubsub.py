@@ -447,6 +447,14 @@ def anomaly_lines(outcomes: Sequence[Outcome]) -> list[str]:
                     f"{o.label}, run {n}: {quiet} subscriber(s) saw no end marker "
                     f"(stopped after {QUIET_S:.0f} s of quiet)"
                 )
+            closing = [
+                str(sub["shutdown_error"]) for sub in r.subscribers if "shutdown_error" in sub
+            ]
+            if closing:
+                lines.append(
+                    f"{o.label}, run {n}: {len(closing)} subscriber(s) measured in full, then "
+                    f"failed while closing: {closing[0]}"
+                )
             if r.final is not None and "error" in r.final:
                 lines.append(
                     f"{o.label}, run {n}: publisher did not stop cleanly: {r.final['error']}"
