@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MESHRPC_INTERFACES := 127.0.0.1
 
-.PHONY: install demo test lint typecheck check bench chaos fuzz clean
+.PHONY: install demo test lint typecheck check bench bench-quick chaos fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,13 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+# Every benchmark against its raw-pyzmq baseline (~7 min), one summary table, results
+# in bench/results/ and bench/README.md; bench-quick: one short run of each, README untouched.
 bench: $(STAMP)
-	$(PY) bench/roundtrip.py --backend both --secret --write-readme
-	$(PY) bench/pubsub.py --backend both --write-readme
+	$(PY) bench/all.py --write-readme
+
+bench-quick: $(STAMP)
+	$(PY) bench/all.py --quick
 
 chaos: $(STAMP)
 	$(PY) bench/chaos.py --runs 3 --write-docs
