@@ -348,3 +348,15 @@ def test_events_with_oversized_topics_are_rejected() -> None:
         codec.decode_event(frame)
     with pytest.raises(ProtocolError):
         codec.decode(frame)
+
+
+async def test_leaving_right_after_a_new_pattern_is_clean(namespace: str) -> None:
+    """A pattern added just before leaving starts a connect that runs during shutdown."""
+    async with Publisher(name="p", namespace=namespace, topics=["x.#", "y.#"]):
+        for _ in range(5):
+            sub = Subscriber(name="s", namespace=namespace)
+            async with sub:
+                sub.events("x.*")
+                await sub.wait_for_publishers(1, timeout=10)
+                sub.events("y.*")
+            assert sub.statistics()["publishers"] == 0

@@ -351,16 +351,19 @@ class Subscriber(Component):
         await self._connect_relevant()
 
     async def _connect_relevant(self) -> None:
-        assert self._transport is not None
-        assert self._tg is not None
+        transport = self._transport
+        assert transport is not None
         for instance_id, ad in list(self._known.items()):
+            tg = self._tg
+            if tg is None:
+                return  # leaving (a pattern added or a publisher seen as it began)
             if instance_id in self._sources or not self._wants(ad):
                 continue
             source = _Source(ad)
             self._sources[instance_id] = source
             try:
-                source.sub = await self._transport.subscribe_to(
-                    self._tg,
+                source.sub = await transport.subscribe_to(
+                    tg,
                     ad.endpoint,
                     partial(self._on_event, source),
                     partial(self._on_state, source),
@@ -369,6 +372,11 @@ class Subscriber(Component):
                 logger.warning("ignoring publisher %r at %r: %s", ad.name, ad.endpoint, exc)
                 del self._sources[instance_id]
                 continue
+            if self._tg is None:
+                # Shutdown began while connecting and may have closed the sources it
+                # saw: this one is ours to close.
+                await self._drop(source)
+                return
             for prefix in self._prefix_refs:
                 source.sub.subscribe(prefix)
             # Last: its answer proves the subscriptions above are live at the publisher.
