@@ -145,3 +145,56 @@ async def test_a_requester_sends_unsent_calls_elsewhere(namespace: str) -> None:
         stats = client.statistics()
         assert stats["ok"] == 64
         assert stats["sent"] == 64  # calls held back and not sent are not counted as sent
+
+
+LIMITS = """
+import resource, sys
+import anyio
+from meshrpc.errors import ConfigError
+from meshrpc.transport.zmq import ZmqTransport
+
+async def main(n: int, nofile: int) -> None:
+    if nofile:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    transport = ZmqTransport()
+    conns = []
+    async with anyio.create_task_group() as tg:
+        listener = await transport.listen(tg, "127.0.0.1", 0, lambda p, f: None)
+        try:
+            for _ in range(n):
+                conns.append(
+                    await transport.connect(tg, listener.endpoint, lambda f: None, lambda s: None)
+                )
+        except ConfigError as exc:
+            print("ConfigError", len(conns), exc)
+        else:
+            print("ok", len(conns))
+        for conn in conns:
+            await conn.aclose()
+        await listener.aclose()
+
+anyio.run(main, int(sys.argv[1]), int(sys.argv[2]))
+"""
+
+
+def test_many_connections_fit_and_past_the_limit_the_error_is_clear() -> None:
+    import subprocess
+    import sys
+
+    def run(n: int, nofile: int) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", LIMITS, str(n), str(nofile)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    # 400 connections are 1,200 sockets: past libzmq's default of 1,023 per context.
+    assert run(400, 0) == "ok 400"
+    # Out of file descriptors: a ConfigError that says what to raise, not a crash.
+    out = run(400, 128)
+    assert out.startswith("ConfigError"), out
+    assert "ulimit -n" in out

@@ -79,6 +79,18 @@ _MONITOR_EVENTS: Final = (
 )
 
 
+_MAX_SOCKETS: Final = 16384
+
+
+def _context() -> zmq.Context[zmq.Socket[bytes]]:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    # libzmq's default of 1023 sockets per context is about 340 connections. The limit
+    # sizes the context when it creates its first socket; set later, it changes nothing.
+    if ctx.get(zmq.MAX_SOCKETS) < _MAX_SOCKETS:
+        ctx.set(zmq.MAX_SOCKETS, _MAX_SOCKETS)
+    return ctx
+
+
 class ZmqTransport:
     """Creates ROUTER listeners and per-peer DEALER connections."""
 
@@ -207,7 +219,14 @@ class ZmqTransport:
             sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        try:
+            monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        except zmq.ZMQError as exc:
+            self.release(sock)
+            raise ConfigError(
+                f"cannot monitor a connection to {endpoint}: {exc} (raise `ulimit -n`; "
+                f"this process may hold {_MAX_SOCKETS} sockets, three per connection)"
+            ) from None
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -218,7 +237,15 @@ class ZmqTransport:
         return sock, monitor
 
     def _socket(self, kind: int, *, server: bool = False) -> zmq.Socket[bytes]:
-        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(kind)
+        try:
+            sock: zmq.Socket[bytes] = _context().socket(kind)
+        except zmq.ZMQError as exc:
+            # EMFILE: the context's MAX_SOCKETS or the process's open-file limit. Each
+            # connection takes three sockets (a DEALER or SUB, and its monitor's pair).
+            raise ConfigError(
+                f"cannot create a ZeroMQ socket: {exc} (raise `ulimit -n`; this process "
+                f"may hold {_MAX_SOCKETS} sockets, three per connection)"
+            ) from None
         if self._curve is not None:
             secret, public = self._curve
             sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
@@ -260,7 +287,7 @@ class _ZapHandler:
     def acquire(self, sock: zmq.Socket[bytes], domain: str, public: bytes) -> None:
         with self._lock:
             if self._auth is None:
-                auth = ThreadAuthenticator(zmq.Context.instance(), log=_zap_log)
+                auth = ThreadAuthenticator(_context(), log=_zap_log)
                 auth.start()
                 auth.thread.name = "meshrpc-zap"
                 self._auth = auth
