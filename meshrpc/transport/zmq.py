@@ -264,9 +264,13 @@ class ZmqTransport:
         sock.setsockopt(zmq.SNDHWM, self._hwm)
         sock.setsockopt(zmq.RCVHWM, self._hwm)
         sock.setsockopt(zmq.HANDSHAKE_IVL, self._handshake_ms)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeat_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeat_timeout_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, self._heartbeat_timeout_ms)
+        if not server:
+            # Only the connecting side pings: the bound side answers PINGs by itself,
+            # and the TTL each PING carries makes it drop a client it stops hearing
+            # from. Pinging from both ends doubled an idle connection's traffic.
+            sock.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeat_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeat_timeout_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TTL, self._heartbeat_timeout_ms)
         return sock
 
 
