@@ -93,11 +93,12 @@ class _DeadlineWheel:
     early.
     """
 
-    __slots__ = ("_loop", "_slots")
+    __slots__ = ("_loop", "_slots", "_timers")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._slots: dict[int, dict[Any, Callable[[Any], None]]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
 
     def add(self, deadline: float, key: Any, expire: Callable[[Any], None]) -> int:
         """Call ``expire(key)`` once ``deadline`` passed, unless removed before."""
@@ -106,7 +107,7 @@ class _DeadlineWheel:
         if waiting is None:
             waiting = self._slots[slot] = {}
             # asyncio's (and uvloop's) loop clock is time.monotonic().
-            self._loop.call_at(slot / _SLOTS_PER_S, self._fire, slot)
+            self._timers[slot] = self._loop.call_at(slot / _SLOTS_PER_S, self._fire, slot)
         waiting[key] = expire
         return slot
 
@@ -114,8 +115,13 @@ class _DeadlineWheel:
         waiting = self._slots.get(slot)
         if waiting is not None:
             waiting.pop(key, None)
+            if not waiting:
+                # Nothing left to expire: no wake-up for it (an idle loop stays idle).
+                del self._slots[slot]
+                self._timers.pop(slot).cancel()
 
     def _fire(self, slot: int) -> None:
+        self._timers.pop(slot, None)
         waiting = self._slots.pop(slot, None)
         if waiting:
             for key, expire in waiting.items():

@@ -27,13 +27,16 @@ def make(**overrides: object) -> Advertisement:
     return Advertisement(**fields)  # type: ignore[arg-type]
 
 
-@given(st.lists(type_names, max_size=80, unique=True))
-def test_round_trips_through_txt_properties(types: list[str]) -> None:
-    ad = make(types=tuple(types), version="1.2.0", key="k", environment="prod", pid=42)
+@given(st.lists(type_names, max_size=80, unique=True), st.booleans())
+def test_round_trips_through_txt_properties(types: list[str], batches: bool) -> None:
+    ad = make(
+        types=tuple(types), version="1.2.0", key="k", environment="prod", pid=42, batches=batches
+    )
     props = ad.to_properties()
     assert all(len(k) + 1 + len(v.encode()) <= 255 for k, v in props.items())
     wire = {k.encode(): v.encode() for k, v in props.items()}
     assert Advertisement.from_properties(wire) == ad
+    assert ("mp" in props) == batches  # absent from an older responder's record
 
 
 @pytest.mark.parametrize(

@@ -129,3 +129,18 @@ async def test_a_multipart_message_of_requests_gets_every_reply(
         assert sorted(replies, key=lambda r: r.call_id) == [  # type: ignore[attr-defined]
             Reply(n, n) for n in range(40)
         ]
+
+
+async def test_a_requester_that_never_batches_gets_one_reply_per_message(
+    namespace: str, raw_dealer: zmq.Socket[bytes]
+) -> None:
+    # A peer built from the one-frame-per-message rule (or an older meshrpc) never
+    # sent a batch, so it never receives one, however many replies leave in a turn.
+    target = responder(namespace)
+    async with target:
+        assert target.endpoint is not None
+        raw_dealer.connect(target.endpoint)
+        for n in range(40):
+            raw_dealer.send(codec.encode_request(n, "echo", 5000, n))
+        seen = [await recv(raw_dealer) for _ in range(40)]  # recv asserts one frame each
+        assert sorted(r.call_id for r in seen) == list(range(40))  # type: ignore[attr-defined]

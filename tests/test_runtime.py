@@ -92,3 +92,5 @@ async def test_many_calls_share_a_few_loop_timers(anyio_backend: str) -> None:
         for call in calls:
             call.set()
         assert await asyncio.gather(*waiters) == [True] * 200
+        # Finished calls leave no timer behind to wake an idle loop.
+        assert len(loop._scheduled) - before == 0  # type: ignore[attr-defined]

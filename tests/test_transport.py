@@ -41,6 +41,7 @@ async def test_frames_of_one_turn_arrive_in_order_and_whole() -> None:
             listener.endpoint,
             lambda f: replies(b"", f),
             lambda state: state == "up" and up.set(),
+            batch=True,
         )
         with anyio.fail_after(5):
             await up.wait()
@@ -59,7 +60,7 @@ async def test_frames_of_one_turn_arrive_in_order_and_whole() -> None:
 
 async def test_a_batch_that_cannot_be_sent_is_reported() -> None:
     transport = ZmqTransport()
-    got = Collect(1)
+    got = Collect(2)
     unsent: list[tuple[bytes, list[bytes]]] = []
     reported = anyio.Event()
 
@@ -71,19 +72,25 @@ async def test_a_batch_that_cannot_be_sent_is_reported() -> None:
         listener = await transport.listen(tg, "127.0.0.1", 0, got, on_unsent)
         up = anyio.Event()
         conn = await transport.connect(
-            tg, listener.endpoint, lambda f: None, lambda s: s == "up" and up.set()
+            tg, listener.endpoint, lambda f: None, lambda s: s == "up" and up.set(), batch=True
         )
         with anyio.fail_after(5):
             await up.wait()
+        # Two in one turn: the second rides in a multipart message, which tells the
+        # listener this peer takes batches too.
         conn.send(b"hello")
+        conn.send(b"again")
         with anyio.fail_after(5):
             await got.full.wait()
         peer = got.frames[0][0]
-        # The first frame of the turn goes out at once; a requester that is not there
-        # (ROUTER_MANDATORY) fails when the batch is sent at the end of the turn.
+        # The first frame of the turn goes out at once; a batching requester that is no
+        # longer there (ROUTER_MANDATORY) fails when its batch goes at the end of the turn.
+        listener._batching[b"nobody"] = None  # as if it had sent a batch, then left
         assert listener.send(peer, b"first")
         assert listener.send(b"nobody", b"lost 1")
         assert listener.send(b"nobody", b"lost 2")
+        # A peer never seen batching gets single frames, so failures show at once.
+        assert not listener.send(b"stranger", b"refused")
         with anyio.fail_after(5):
             await reported.wait()
         assert unsent == [(b"nobody", [b"lost 1", b"lost 2"])]
@@ -103,6 +110,7 @@ async def test_closing_a_connection_reports_what_it_held_back() -> None:
             lambda f: None,
             lambda s: s == "up" and up.set(),
             held.append,
+            batch=True,
         )
         with anyio.fail_after(5):
             await up.wait()
@@ -198,3 +206,28 @@ def test_many_connections_fit_and_past_the_limit_the_error_is_clear() -> None:
     out = run(400, 128)
     assert out.startswith("ConfigError"), out
     assert "ulimit -n" in out
+
+
+async def test_held_frames_are_reported_before_the_connection_is_reported_lost() -> None:
+    transport = ZmqTransport()
+    events: list[object] = []
+    async with anyio.create_task_group() as tg:
+        listener = await transport.listen(tg, "127.0.0.1", 0, lambda p, f: None)
+        up = anyio.Event()
+
+        def on_state(state: str) -> None:
+            events.append(state)
+            if state == "up":
+                up.set()
+
+        conn = await transport.connect(
+            tg, listener.endpoint, lambda f: None, on_state, events.append, batch=True
+        )
+        with anyio.fail_after(5):
+            await up.wait()
+        assert conn.send(b"sent now")
+        assert conn.send(b"held")
+        conn._state_changed("down")  # what the monitor reports on a disconnect
+        assert events == ["up", [b"held"], "down"]
+        await conn.aclose()
+        await listener.aclose()

@@ -586,6 +586,7 @@ class Requester(Component):
                 lambda frame: self._on_frame(peer, frame),
                 lambda state: self._on_state(peer, state),
                 lambda frames: self._on_unsent(peer, frames),
+                batch=ad.batches,
             )
         except ConfigError as exc:
             logger.warning("ignoring responder %r at %r: %s", ad.name, ad.endpoint, exc)
@@ -612,6 +613,7 @@ class Requester(Component):
                 peer.retryable.discard(call_id)
                 call.error = _Unsent()
                 call.set()
+        self._retire_if_idle(peer)
 
     def _on_frame(self, peer: _Peer, frame: bytes) -> None:
         peer.heard = True

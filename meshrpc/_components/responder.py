@@ -207,6 +207,7 @@ class Responder(Component):
             port = int(listener.endpoint.rsplit(":", 1)[1])
             self._advertisement = Advertisement(
                 endpoint=f"tcp://{self._advertise_host()}:{port}",
+                batches=True,
                 version=self.version,
                 types=self.types,
                 idempotent=tuple(t for t, r in self._routes.items() if r.idempotent),

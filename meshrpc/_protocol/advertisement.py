@@ -68,6 +68,8 @@ class Advertisement:
     """Unix time the signature was made."""
     mac: str = ""
     """Authentication tag over every other property (``meshrpc.security``)."""
+    batches: bool = False
+    """It takes several frames in one ZeroMQ message (``docs/protocol.md``)."""
 
     def same_mesh(self, namespace: str, key: str, environment: str) -> bool:
         """Whether this component may talk to one with the given partition labels."""
@@ -102,6 +104,8 @@ class Advertisement:
         if self.key_id:
             props["kid"] = self.key_id
             props["ts"] = str(self.issued)
+        if self.batches:
+            props["mp"] = "1"
         if self.mac:
             props["mac"] = self.mac
         for name, value in props.items():
@@ -153,6 +157,7 @@ class Advertisement:
                 key_id=text.get("kid", ""),
                 issued=int(text.get("ts") or 0),
                 mac=text.get("mac", ""),
+                batches=text.get("mp") == "1",
             )
         except (KeyError, ValueError) as exc:
             raise ProtocolError(f"malformed advertisement: {exc!r}") from None

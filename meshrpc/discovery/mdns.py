@@ -314,7 +314,16 @@ class _Shared:
         query.add_question(DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN))
         packet = query.packets()[0]
         for address in _unicast_sources(self.interfaces):
+            self._keep(self._first_look_from(address, packet), self._first_looks)
+
+    async def _first_look_from(self, address: str, packet: bytes) -> None:
+        # The socket is made here, so a look cancelled before it starts leaves none.
+        try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as exc:
+            logger.info("mDNS first look from %s not sent: %s", address, exc)
+            return
+        with sock:
             try:
                 sock.setblocking(False)
                 sock.bind((address, 0))
@@ -323,15 +332,9 @@ class _Shared:
                 )
                 sock.sendto(packet, _MDNS_GROUP)
             except OSError as exc:
-                sock.close()
                 # Only a head start: the browser's multicast queries still find everyone.
                 logger.info("mDNS first look from %s not sent: %s", address, exc)
-                continue
-            self._keep(self._listen_first_look(sock), self._first_looks)
-
-    async def _listen_first_look(self, sock: socket.socket) -> None:
-        zc = self.zc
-        with sock:
+                return
             deadline = self.loop.time() + _FIRST_LOOK_S
             while (left := deadline - self.loop.time()) > 0:
                 try:
@@ -339,9 +342,10 @@ class _Shared:
                 except TimeoutError:
                     return
                 answer = DNSIncoming(data, source)
-                if answer.valid and not answer.is_query():
+                # From an mDNS responder (RFC 6762 section 11: source port 5353).
+                if answer.valid and not answer.is_query() and source[1] == _MDNS_GROUP[1]:
                     self.hub.count("direct_answers")
-                    zc.record_manager.async_updates_from_response(answer)
+                    self.zc.record_manager.async_updates_from_response(answer)
 
     async def _async_stop(self) -> None:
         if self._browser is not None:

@@ -150,8 +150,14 @@ class Transport(Protocol):
         on_frame: OnFrame,
         on_state: OnState,
         on_unsent: OnUnsent | None = None,
+        *,
+        batch: bool = False,
     ) -> Connection:
         """Start connecting to ``endpoint``; ``on_state`` reports when it is up or lost.
+
+        ``batch``: the peer takes several frames per message (it advertises so), and
+        frames sent in one loop turn may be batched; ``on_unsent`` then reports those
+        that could not be sent after all.
 
         Raises:
             ConfigError: the endpoint is malformed.

@@ -66,9 +66,13 @@ _raw_recv: Final = zmq.backend.Socket.recv
 _raw_send: Final = zmq.backend.Socket.send
 _BATCH: Final = 512  # messages handled per wake-up before letting other tasks run
 # Frames one multipart message may carry, and their bytes: past either, the batch goes
-# out at once and a new one starts, so a batch is never a burst the peer cannot take.
-_OUT_FRAMES: Final = 256
+# out at once and a new one starts. Small batches keep both ends busy: with one batch
+# per turn, a requester and a responder took turns over the whole window (each idle
+# while the other worked); in batches of 16 the peer starts on the first replies while
+# the rest are computed (64 in flight: ~30k -> ~40k calls/s on 2 cores).
+_OUT_FRAMES: Final = 16
 _OUT_BYTES: Final = 1 << 20
+_MAX_BATCHING_PEERS: Final = 10_000  # requesters remembered as taking batches
 _ENDPOINT_RE: Final = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
 _MONITOR_EVENTS: Final = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -151,14 +155,21 @@ class ZmqTransport:
         on_frame: OnFrame,
         on_state: OnState,
         on_unsent: OnUnsent | None = None,
+        *,
+        batch: bool = False,
     ) -> ZmqConnection:
         """Connect a DEALER to ``endpoint``; ``on_state`` says when it is up or lost.
+
+        ``batch``: the responder takes several frames per message (it says so in its
+        advertisement), so calls of one loop turn may go out together.
 
         Raises:
             ConfigError: the endpoint is malformed.
         """
         sock, monitor = self._connect(zmq.DEALER, endpoint, immediate=True)
-        conn = ZmqConnection(sock, monitor, endpoint, on_frame, on_state, self, on_unsent)
+        conn = ZmqConnection(
+            sock, monitor, endpoint, on_frame, on_state, self, on_unsent, batch=batch
+        )
         conn._pump.start(task_group, f"meshrpc-conn {endpoint}")
         conn._monitor.start(task_group, f"meshrpc-monitor {endpoint}")
         return conn
@@ -463,9 +474,11 @@ def _has_input(sock: zmq.Socket[bytes]) -> bool:
 class ZmqListener:
     """A bound ROUTER; frames arrive as ``(peer_id, frame)``.
 
-    Replies sent in one loop turn (asyncio) go out together at its end, one multipart
-    message per requester: every message costs libzmq a wake-up of its I/O thread
-    when that thread is idle, so a burst of 64 replies costs one instead of 64.
+    Replies sent in one loop turn (asyncio) go out together, one multipart message per
+    requester: every message costs libzmq a wake-up of its I/O thread when that thread
+    is idle, so a burst of replies costs one instead of one each. Only requesters that
+    sent several frames in a message themselves get batches (an older one would drop
+    them); the others get one frame per message.
     """
 
     def __init__(
@@ -484,6 +497,7 @@ class ZmqListener:
         # peer -> frames waiting for the end of this loop turn; None: no turn open.
         self._out: dict[bytes, list[bytes]] | None = None
         self._out_bytes = 0
+        self._batching: dict[bytes, None] = {}  # peers known to take batches, oldest first
 
     @property
     def endpoint(self) -> str:
@@ -492,11 +506,11 @@ class ZmqListener:
     def send(self, peer_id: bytes, frame: bytes) -> bool:
         """Queue ``frame`` for ``peer_id``; ``False`` if the peer is gone or not reading.
 
-        Frames after the first of a loop turn are batched: if their batch cannot be
-        sent at the end of the turn, ``on_unsent`` reports them.
+        Frames to a batching peer after the first of a loop turn are batched: if their
+        batch cannot be sent at the end of the turn, ``on_unsent`` reports them.
         """
         out = self._out
-        if out is not None:
+        if out is not None and peer_id in self._batching:
             batch = out.get(peer_id)
             if batch is None:
                 out[peer_id] = [frame]
@@ -504,9 +518,11 @@ class ZmqListener:
                 batch.append(frame)
                 if len(batch) >= _OUT_FRAMES:
                     self._send_batch(peer_id, out.pop(peer_id))
+                    self._pump.after_send()
             self._out_bytes += len(frame)
             if self._out_bytes >= _OUT_BYTES:
                 self._flush_now()
+                self._pump.after_send()
             return True
         sock = self._pump.sock
         try:
@@ -519,7 +535,7 @@ class ZmqListener:
             logger.debug("reply to %r not sent: %s", peer_id, exc)
             return False
         loop = self._pump.loop
-        if loop is not None:
+        if out is None and loop is not None:
             self._out = {}
             loop.call_soon(self._flush)
         self._pump.after_send()
@@ -547,7 +563,8 @@ class ZmqListener:
             for i, frame in enumerate(frames):
                 _raw_send(sock, frame, _NOBLOCK if i == last else _SEND_MORE)
         except zmq.ZMQError as exc:
-            # Only the first part can fail: a multipart message is queued whole or not.
+            # A ROUTER fails only on the routing id (a requester gone, or its queue
+            # full): nothing of the batch was queued.
             logger.debug("%d replies to %r not sent: %s", len(frames), peer_id, exc)
             if self._on_unsent is not None:
                 self._on_unsent(peer_id, frames)
@@ -563,6 +580,10 @@ class ZmqListener:
             logger.debug("dropped a message of %d frames (expected 2 or more)", len(frames))
             return
         peer_id, on_frame = frames[0], self._on_frame
+        if len(frames) > 2 and peer_id not in self._batching:
+            self._batching[peer_id] = None
+            if len(self._batching) > _MAX_BATCHING_PEERS:
+                del self._batching[next(iter(self._batching))]
         for i in range(1, len(frames)):
             on_frame(peer_id, frames[i])
 
@@ -608,8 +629,8 @@ class _Monitor:
 class ZmqConnection:
     """A DEALER connected to one responder, with a monitor for its handshake and loss.
 
-    As the listener's replies, calls sent in one loop turn after the first go out
-    together at its end as one multipart message.
+    To a responder that takes batches, calls sent in one loop turn after the first go
+    out together at its end as one multipart message.
     """
 
     def __init__(
@@ -621,13 +642,17 @@ class ZmqConnection:
         on_state: OnState,
         transport: ZmqTransport,
         on_unsent: OnUnsent | None = None,
+        *,
+        batch: bool = False,
     ) -> None:
         self._endpoint = endpoint
         self._on_frame = on_frame
+        self._on_state = on_state
         self._on_unsent = on_unsent
         self._transport = transport
+        self._batch = batch
         self._pump = _Pump(sock, self._handle)
-        self._monitor = _Monitor(monitor, endpoint, on_state)
+        self._monitor = _Monitor(monitor, endpoint, self._state_changed)
         self._out: list[bytes] | None = None  # waiting for the end of this loop turn
         self._out_bytes = 0
 
@@ -642,7 +667,7 @@ class ZmqConnection:
     def send(self, frame: bytes) -> bool:
         """Queue ``frame``; ``False`` when it was provably not sent.
 
-        Frames after the first of a loop turn are batched: if their batch cannot be
+        Frames after the first of a loop turn may be batched: if their batch cannot be
         sent at the end of the turn, ``on_unsent`` reports them (not sent either).
         """
         if not self._monitor.up:
@@ -654,6 +679,7 @@ class ZmqConnection:
             if len(out) >= _OUT_FRAMES or self._out_bytes >= _OUT_BYTES:
                 self._out, self._out_bytes = [], 0
                 self._send_batch(out)
+                self._pump.after_send()
             return True
         try:
             _raw_send(self._pump.sock, frame, _NOBLOCK)
@@ -663,7 +689,7 @@ class ZmqConnection:
             logger.debug("send to %s refused: %s", self._endpoint, exc)
             return False
         loop = self._pump.loop
-        if loop is not None:
+        if self._batch and loop is not None:
             self._out = []
             loop.call_soon(self._flush)
         self._pump.after_send()
@@ -677,16 +703,36 @@ class ZmqConnection:
 
     def _send_batch(self, frames: list[bytes]) -> None:
         sock = self._pump.sock
+        sent = 0
         try:
             last = len(frames) - 1
-            for i, frame in enumerate(frames):
-                _raw_send(sock, frame, _NOBLOCK if i == last else _SEND_MORE)
+            for frame in frames:
+                _raw_send(sock, frame, _NOBLOCK if sent == last else _SEND_MORE)
+                sent += 1
         except zmq.ZMQError as exc:
-            # Only the first part can fail (a multipart message is queued whole or not),
-            # so none of them went out: the owner may send them elsewhere.
+            # libzmq queues a multipart message whole or not at all: on a failure the
+            # parts already written are discarded with it, so none of these went out.
             logger.debug("%d frames to %s not sent: %s", len(frames), self._endpoint, exc)
+            if sent:
+                # Failing mid-message leaves the DEALER discarding until a final part;
+                # without one it would also discard the next frame sent, silently.
+                try:
+                    _raw_send(sock, b"", _NOBLOCK)
+                except zmq.ZMQError as end_exc:  # socket gone: nothing left to discard
+                    logger.debug("ending a failed batch to %s: %s", self._endpoint, end_exc)
             if self._on_unsent is not None:
                 self._on_unsent(frames)
+
+    def _state_changed(self, state: PeerState) -> None:
+        if state == "down":
+            # Held back in this turn and not sent: report them before the loss, so the
+            # owner sends them elsewhere rather than failing them as possibly run (and
+            # they cannot leave later on a connection that came back meanwhile).
+            out, self._out = self._out, ([] if self._out is not None else None)
+            self._out_bytes = 0
+            if out and self._on_unsent is not None:
+                self._on_unsent(out)
+        self._on_state(state)
 
     async def aclose(self) -> None:
         out, self._out = self._out, None
