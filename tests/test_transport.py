@@ -25,11 +25,6 @@ class Collect:
             self.full.set()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # batching is per asyncio loop turn; trio sends each frame at once
-
-
 async def test_frames_of_one_turn_arrive_in_order_and_whole() -> None:
     transport = ZmqTransport()
     got, replies = Collect(300), Collect(300)

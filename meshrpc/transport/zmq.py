@@ -354,6 +354,7 @@ class _Pump:
         "routed",
         "scope",
         "sock",
+        "soon",
         "streaming",
     )
 
@@ -375,6 +376,9 @@ class _Pump:
         self._busy = False
         self._scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Runs a callback soon after the current one, on the socket's event loop: where
+        # batches are flushed at the end of a loop turn.
+        self.soon: Callable[[Callable[[], None]], object] | None = None
         # Created here, not in run(), so aclose() works even before the task started.
         self.scope = anyio.CancelScope()
         self.closed = anyio.Event()
@@ -382,9 +386,13 @@ class _Pump:
     def start(self, task_group: TaskGroup, name: str) -> None:
         if current_backend() == "asyncio":
             self.loop = asyncio.get_running_loop()
+            self.soon = self.loop.call_soon
             self.loop.add_reader(self._fd, self._on_readable)
             self._schedule()  # frames may be queued before the first edge
         else:
+            import trio
+
+            self.soon = trio.lowlevel.current_trio_token().run_sync_soon
             task_group.start_soon(self._run, name=name)
 
     async def _run(self) -> None:
@@ -474,7 +482,7 @@ def _has_input(sock: zmq.Socket[bytes]) -> bool:
 class ZmqListener:
     """A bound ROUTER; frames arrive as ``(peer_id, frame)``.
 
-    Replies sent in one loop turn (asyncio) go out together, one multipart message per
+    Replies sent in one loop turn go out together, one multipart message per
     requester: every message costs libzmq a wake-up of its I/O thread when that thread
     is idle, so a burst of replies costs one instead of one each. Only requesters that
     sent several frames in a message themselves get batches (an older one would drop
@@ -534,19 +542,22 @@ class ZmqListener:
             # its queue is full. Either way the reply cannot be delivered now.
             logger.debug("reply to %r not sent: %s", peer_id, exc)
             return False
-        loop = self._pump.loop
-        if out is None and loop is not None:
+        soon = self._pump.soon
+        if out is None and soon is not None:
             self._out = {}
-            loop.call_soon(self._flush)
+            soon(self._flush)
         self._pump.after_send()
         return True
 
     def _flush(self) -> None:
         out, self._out, self._out_bytes = self._out, None, 0
         if out:
-            for peer_id, frames in out.items():
-                self._send_batch(peer_id, frames)
-            self._pump.after_send()
+            try:
+                for peer_id, frames in out.items():
+                    self._send_batch(peer_id, frames)
+                self._pump.after_send()
+            except Exception:  # on trio an escaping error would end the whole run
+                logger.exception("flushing replies on %s failed", self._endpoint)
 
     def _flush_now(self) -> None:
         out = self._out
@@ -688,18 +699,21 @@ class ZmqConnection:
             # the frame was not queued anywhere, so the call can safely go elsewhere.
             logger.debug("send to %s refused: %s", self._endpoint, exc)
             return False
-        loop = self._pump.loop
-        if self._batch and loop is not None:
+        soon = self._pump.soon
+        if self._batch and soon is not None:
             self._out = []
-            loop.call_soon(self._flush)
+            soon(self._flush)
         self._pump.after_send()
         return True
 
     def _flush(self) -> None:
         out, self._out, self._out_bytes = self._out, None, 0
         if out:
-            self._send_batch(out)
-            self._pump.after_send()
+            try:
+                self._send_batch(out)
+                self._pump.after_send()
+            except Exception:  # on trio an escaping error would end the whole run
+                logger.exception("flushing calls to %s failed", self._endpoint)
 
     def _send_batch(self, frames: list[bytes]) -> None:
         sock = self._pump.sock
