@@ -64,7 +64,7 @@ def test_partition_labels_must_all_match() -> None:
     assert not ad.same_mesh("math", "k", "dev")
 
 
-@pytest.mark.parametrize("bad", ["", "a\nb", "x" * 201])
+@pytest.mark.parametrize("bad", ["", "a\nb", "x" * 201, "add.\ud800"])
 def test_type_names_are_checked(bad: str) -> None:
     with pytest.raises(ConfigError):
         check_type_name(bad)

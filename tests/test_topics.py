@@ -58,13 +58,13 @@ def test_overlap_is_never_a_false_no(a: str, b: str, topic: str) -> None:
         assert may_overlap(a, b)
 
 
-@pytest.mark.parametrize("bad", ["", "a..b", "pri*", "a.#b", "x" * 201, "a\nb"])
+@pytest.mark.parametrize("bad", ["", "a..b", "pri*", "a.#b", "x" * 201, "a\nb", "metrics.\ud800"])
 def test_bad_patterns(bad: str) -> None:
     with pytest.raises(ConfigError):
         check_pattern(bad)
 
 
-@pytest.mark.parametrize("bad", ["", "a.*", "a.#", "a..b", ".a"])
+@pytest.mark.parametrize("bad", ["", "a.*", "a.#", "a..b", ".a", "a.\udc80"])
 def test_bad_topics(bad: str) -> None:
     with pytest.raises(ConfigError):
         check_topic(bad)

@@ -41,6 +41,11 @@ def check_type_name(type: str) -> str:
             f"message type {type!r} must be a non-empty string of at most "
             f"{_MAX_TYPE_LEN} characters without newlines"
         )
+    if not type.isascii():
+        try:
+            type.encode()
+        except UnicodeEncodeError:  # a lone surrogate: it could never go on the wire
+            raise ConfigError(f"message type {type!r} is not valid Unicode text") from None
     return type
 
 

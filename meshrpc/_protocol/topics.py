@@ -112,3 +112,8 @@ def _check_text(value: str, what: str) -> None:
             f"{what} {value!r} must be a non-empty string of at most {_MAX_LEN} characters "
             "without newlines"
         )
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: it could never go on the wire
+            raise ConfigError(f"{what} {value!r} is not valid Unicode text") from None
