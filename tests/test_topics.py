@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from meshrpc._protocol.topics import (
     check_pattern,
     check_topic,
+    covers,
     matches,
     may_overlap,
     zmq_prefix,
@@ -68,3 +69,32 @@ def test_bad_patterns(bad: str) -> None:
 def test_bad_topics(bad: str) -> None:
     with pytest.raises(ConfigError):
         check_topic(bad)
+
+
+# -- covers: a subscription pattern inside an allowed one (the web bridge) ------------
+
+COVER_SEGMENTS = st.sampled_from(["a", "b", "c", "*", "#"])
+COVER_PATTERNS = st.lists(COVER_SEGMENTS, min_size=1, max_size=5).map(".".join)
+COVER_TOPICS = st.lists(st.sampled_from(["a", "b", "c", "x"]), min_size=1, max_size=6).map(".".join)
+
+
+@given(COVER_PATTERNS, COVER_PATTERNS, COVER_TOPICS)
+def test_a_covered_pattern_never_matches_a_topic_outside_the_allowed_one(
+    allowed: str, pattern: str, topic: str
+) -> None:
+    if covers(allowed, pattern) and matches(pattern, topic):
+        assert matches(allowed, topic)
+
+
+def test_covers_exact_names_and_wildcards() -> None:
+    assert covers("metrics.#", "metrics.cpu")
+    assert covers("metrics.#", "metrics.*")
+    assert covers("metrics.#", "metrics.*.cpu")
+    assert covers("metrics.#", "metrics.#")
+    assert covers("metrics.*", "metrics.*")
+    assert covers("*.cpu", "metrics.cpu")
+    assert not covers("metrics.*", "metrics.#")
+    assert not covers("metrics.*", "metrics.a.b")
+    assert not covers("metrics.#", "#")
+    assert not covers("metrics.cpu", "metrics.*")
+    assert not covers("metrics.#", "secret.x")

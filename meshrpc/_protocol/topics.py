@@ -17,6 +17,7 @@ from meshrpc.errors import ConfigError
 __all__ = [
     "check_pattern",
     "check_topic",
+    "covers",
     "matches",
     "may_overlap",
     "zmq_prefix",
@@ -117,3 +118,28 @@ def _check_text(value: str, what: str) -> None:
             value.encode()
         except UnicodeEncodeError:  # a lone surrogate: it could never go on the wire
             raise ConfigError(f"{what} {value!r} is not valid Unicode text") from None
+
+
+def covers(allowed: str, pattern: str) -> bool:
+    """Whether every topic matching ``pattern`` also matches ``allowed``.
+
+    Never a false yes; a rare false no (``*.#`` does cover ``#``, as a topic has at
+    least one segment, but is answered no), which only refuses a subscription.
+    """
+    return _covers(tuple(allowed.split(".")), tuple(pattern.split(".")))
+
+
+@lru_cache(maxsize=4096)
+def _covers(allowed: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    if not allowed:
+        return not pattern
+    head, rest = allowed[0], allowed[1:]
+    if head == "#":
+        # '#' absorbs any run of the pattern's segments, wildcards included.
+        return _covers(rest, pattern) or (bool(pattern) and _covers(allowed, pattern[1:]))
+    if not pattern or pattern[0] == "#":
+        return False  # only '#' covers '#'
+    if head == "*" or head == pattern[0]:
+        # '*' covers one literal segment or the pattern's own '*'.
+        return _covers(rest, pattern[1:])
+    return False

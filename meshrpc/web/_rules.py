@@ -10,7 +10,6 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -24,7 +23,6 @@ __all__ = [
     "Call",
     "Subscribe",
     "Unsubscribe",
-    "covers",
     "dumps",
     "error_reply",
     "normalise_origin",
@@ -65,32 +63,7 @@ class AllowList:
 
     def allows_pattern(self, pattern: str) -> bool:
         """Whether every topic ``pattern`` can match is exposed (conservatively)."""
-        return any(covers(p, pattern) for p in self.patterns)
-
-
-def covers(allowed: str, pattern: str) -> bool:
-    """Whether every topic matching ``pattern`` also matches ``allowed``.
-
-    Never a false yes; a rare false no (``*.#`` does cover ``#``, as a topic has at
-    least one segment, but is answered no), which only refuses a subscription.
-    """
-    return _covers(tuple(allowed.split(".")), tuple(pattern.split(".")))
-
-
-@lru_cache(maxsize=4096)
-def _covers(allowed: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
-    if not allowed:
-        return not pattern
-    head, rest = allowed[0], allowed[1:]
-    if head == "#":
-        # '#' absorbs any run of the pattern's segments, wildcards included.
-        return _covers(rest, pattern) or (bool(pattern) and _covers(allowed, pattern[1:]))
-    if not pattern or pattern[0] == "#":
-        return False  # only '#' covers '#'
-    if head == "*" or head == pattern[0]:
-        # '*' covers one literal segment or the pattern's own '*'.
-        return _covers(rest, pattern[1:])
-    return False
+        return any(topics.covers(p, pattern) for p in self.patterns)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str] | None) -> bool:
