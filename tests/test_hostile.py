@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
+import anyio
 import msgpack
 import pytest
 import zmq
@@ -25,12 +27,20 @@ def raw_dealer() -> Iterator[zmq.Socket[bytes]]:
 
 
 async def recv(sock: zmq.Socket[bytes]) -> object:
-    import anyio
-
     # A blocking recv with RCVTIMEO, off the event loop so the responder keeps running.
     frames = await anyio.to_thread.run_sync(sock.recv_multipart)
     assert len(frames) == 1  # one request at a time: nothing to batch a reply with
     return codec.decode(frames[0])
+
+
+@asynccontextmanager
+async def serving(namespace: str, sock: zmq.Socket[bytes]) -> AsyncIterator[Responder]:
+    """A live echo responder, with ``sock`` connected to it."""
+    target = responder(namespace)
+    async with target:
+        assert target.endpoint is not None
+        sock.connect(target.endpoint)
+        yield target
 
 
 def responder(namespace: str) -> Responder:
@@ -46,10 +56,7 @@ def responder(namespace: str) -> Responder:
 async def test_garbage_is_answered_or_dropped_and_serving_goes_on(
     namespace: str, raw_dealer: zmq.Socket[bytes]
 ) -> None:
-    target = responder(namespace)
-    async with target:
-        assert target.endpoint is not None
-        raw_dealer.connect(target.endpoint)
+    async with serving(namespace, raw_dealer) as target:
         # Undecodable bytes: counted and dropped (no call id to answer).
         raw_dealer.send(b"\xc1\xc1\xc1")
         raw_dealer.send(b"")
@@ -102,10 +109,7 @@ async def test_raw_protocol_request_gets_a_reply(
     namespace: str, raw_dealer: zmq.Socket[bytes]
 ) -> None:
     # What docs/protocol.md promises another implementation: one frame in, one out.
-    target = responder(namespace)
-    async with target:
-        assert target.endpoint is not None
-        raw_dealer.connect(target.endpoint)
+    async with serving(namespace, raw_dealer):
         raw_dealer.send(msgpack.packb([1, 1, 42, "echo", 5000, 1, {"from": "raw"}, {"x": [1, 2]}]))
         assert await recv(raw_dealer) == Reply(42, {"x": [1, 2]})
 
@@ -115,12 +119,7 @@ async def test_a_multipart_message_of_requests_gets_every_reply(
 ) -> None:
     # docs/protocol.md: one ZeroMQ message may carry several frames, each a message; the
     # replies may come back batched the same way.
-    import anyio
-
-    target = responder(namespace)
-    async with target:
-        assert target.endpoint is not None
-        raw_dealer.connect(target.endpoint)
+    async with serving(namespace, raw_dealer):
         raw_dealer.send_multipart([codec.encode_request(n, "echo", 5000, n) for n in range(40)])
         replies: list[object] = []
         while len(replies) < 40:
@@ -136,10 +135,7 @@ async def test_a_requester_that_never_batches_gets_one_reply_per_message(
 ) -> None:
     # A peer built from the one-frame-per-message rule (or an older meshrpc) never
     # sent a batch, so it never receives one, however many replies leave in a turn.
-    target = responder(namespace)
-    async with target:
-        assert target.endpoint is not None
-        raw_dealer.connect(target.endpoint)
+    async with serving(namespace, raw_dealer):
         for n in range(40):
             raw_dealer.send(codec.encode_request(n, "echo", 5000, n))
         seen = [await recv(raw_dealer) for _ in range(40)]  # recv asserts one frame each
