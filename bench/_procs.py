@@ -62,12 +62,15 @@ def script(name: str) -> list[str]:
     return [sys.executable, str(BENCH_DIR / name)]
 
 
-def terminate(proc: subprocess.Popen[Any], grace: float = TERM_GRACE_S) -> None:
-    """Stop ``proc`` by its PID: SIGTERM, then SIGKILL if it outlives ``grace`` seconds."""
+def terminate(
+    proc: subprocess.Popen[Any], grace: float = TERM_GRACE_S, sig: int = signal.SIGTERM
+) -> None:
+    """Stop ``proc`` by its PID: ``sig`` (SIGTERM), then SIGKILL if it outlives ``grace``
+    seconds."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, sig)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
