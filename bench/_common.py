@@ -1,23 +1,29 @@
-"""Shared pieces of the round-trip benchmark: the workload, statistics, child protocol.
+"""Shared pieces of the benchmarks: the workload, statistics, child protocol, reporting.
 
-Everything here is used both by the orchestrator (``roundtrip.py``) and by the child
-processes it starts, so it imports nothing heavier than the standard library.
+Everything here is used both by the orchestrators (``roundtrip.py`` and the others) and
+by the child processes they start, so it imports nothing heavier than the standard
+library (``machine_info`` imports pyzmq when called).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import os
+import platform
+import re
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BUSY_WARNING",
     "EXPECTED",
     "PAYLOAD",
     "RESULT_PREFIX",
@@ -26,14 +32,28 @@ __all__ = [
     "RunResult",
     "add_client_params",
     "async_sequential",
+    "backend_kwargs",
+    "busy",
+    "cpu_busy_before",
     "client_params",
+    "cpu_busy_fraction",
     "emit_error",
     "emit_result",
     "loopback_guard",
+    "machine_info",
+    "machine_lines",
     "make_payload",
+    "markdown_sections",
+    "markdown_table",
     "median_result",
     "percentile",
+    "print_sections",
+    "run_main",
     "sequential_result",
+    "text_table",
+    "warn_if_busy",
+    "write_json",
+    "write_readme",
 ]
 
 PAYLOAD: dict[str, int] = {"a": 1, "b": 2}
@@ -173,6 +193,13 @@ async def async_sequential(
     return latencies, time.perf_counter() - start
 
 
+def backend_kwargs(name: str) -> dict[str, Any]:
+    """meshrpc backend arguments for ``--backend`` (``uvloop``: asyncio with uvloop)."""
+    if name == "uvloop":
+        return {"backend": "asyncio", "backend_options": {"use_uvloop": True}}
+    return {"backend": name}
+
+
 def add_client_params(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, required=True)
     parser.add_argument("--seq-calls", type=int, required=True)
@@ -191,3 +218,159 @@ def client_params(ns: argparse.Namespace) -> ClientParams:
         phase_time_limit=ns.phase_time_limit,
         payload_kib=ns.payload_kib,
     )
+
+
+# ------------------------------------------------------------------- reporting
+
+README = Path(__file__).resolve().parent / "README.md"
+BUSY_WARNING = 0.15  # share of busy CPUs above which the numbers get a warning
+
+
+def cpu_busy_fraction(interval: float = 1.0) -> float | None:
+    """Share of all CPUs busy over ``interval`` seconds (from /proc/stat), if known."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return None if total <= 0 else 1.0 - (idle1 - idle0) / total
+
+
+def cpu_busy_before() -> float | None:
+    """:func:`cpu_busy_fraction` before a benchmark; warns on stderr if it is high."""
+    busy_before = cpu_busy_fraction()
+    if busy_before is not None and busy_before > BUSY_WARNING:
+        print(
+            f"warning: {busy_before:.0%} of the CPUs were busy before starting; other "
+            "processes will make the numbers noisy",
+            file=sys.stderr,
+        )
+    return busy_before
+
+
+def machine_info() -> dict[str, Any]:
+    import zmq
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table, first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def fmt(row: Sequence[str]) -> str:
+        first = row[0].ljust(widths[0])
+        rest = (cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def busy(fraction: float | None) -> str:
+    return "unknown" if fraction is None else f"{fraction:.0%}"
+
+
+def write_readme(
+    section: str, start: str, end: str, path: Path = README, heading: str = "## Results"
+) -> None:
+    """Replace the text between ``start`` and ``end`` in ``path`` (or append a section
+    under ``heading``)."""
+    text = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section, text, count=1)
+    else:
+        text = text.rstrip() + "\n\n" + heading + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def machine_lines(report: dict[str, Any]) -> list[str]:
+    """The head of a README section: command and date, machine, CPU busy before and after."""
+    m = report["machine"]
+    return [
+        f"Measured {m['date']} with `{report['command']}`",
+        "",
+        f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; {m['implementation']} "
+        f"{m['python']}; pyzmq {m['pyzmq']} (libzmq {m['libzmq']}); {m['platform']}.",
+        "",
+        f"CPU busy before the benchmark (other processes): {busy(report['cpu_busy_before'])}; "
+        f"right after it: {busy(report['cpu_busy_after'])}.",
+        "",
+    ]
+
+
+def print_sections(sections: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Print each non-empty ``(title, lines)`` as a title and indented lines."""
+    for title, body in sections:
+        if body:
+            print(f"\n{title}")
+            print("\n".join("  " + line for line in body))
+
+
+def markdown_sections(sections: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """Each non-empty ``(title, lines)`` as a title and a bullet list, each followed by a blank."""
+    lines: list[str] = []
+    for title, body in sections:
+        if body:
+            lines += [title, "", *(f"- {line}" for line in body), ""]
+    return lines
+
+
+def warn_if_busy(report: dict[str, Any]) -> None:
+    after = report["cpu_busy_after"]
+    if after is not None and after > BUSY_WARNING:
+        print(f"\nwarning: {after:.0%} of the CPUs were busy right after the benchmark")
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` to ``path`` (creating its folder) and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+def run_main(
+    parse_args: Callable[[Sequence[str]], argparse.Namespace],
+    run: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None,
+    interrupted: str = "interrupted; child processes stopped",
+) -> int:
+    """An orchestrator's ``main``: parse ``argv`` (default: the command line), run; on
+    Ctrl-C print ``interrupted`` and return 130."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

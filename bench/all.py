@@ -18,7 +18,6 @@ not failures), 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -30,13 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _procs import BENCH_DIR, REPO_DIR
-from roundtrip import (
-    busy,
-    cpu_busy_fraction,
-    machine_info,
-    write_readme,
-)
+from _common import busy, cpu_busy_fraction, machine_info, run_main, write_readme
+from _procs import BENCH_DIR, REPO_DIR, terminate
 
 README = BENCH_DIR / "README.md"
 README_START = "<!-- summary:start -->"
@@ -141,16 +135,7 @@ def _relative(path: Path) -> str:
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGINT by PID (the scripts stop their children on it), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=INTERRUPT_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=INTERRUPT_GRACE_S)
+    terminate(proc, INTERRUPT_GRACE_S, signal.SIGINT)
 
 
 # ------------------------------------------------------------------------- summary
@@ -372,12 +357,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted; the running benchmark stopped its children", file=sys.stderr)
-        return 130
+    return run_main(
+        parse_args, run, argv, "interrupted; the running benchmark stopped its children"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ tried first with the default and, if that fails, run with ``MAX_SOCKETS`` raised
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,17 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _procs import BENCH_DIR, ChildError, child_env, run_client, script
-from roundtrip import (
-    BUSY_WARNING,
-    busy,
+from _common import (
+    cpu_busy_before,
     cpu_busy_fraction,
     machine_info,
+    machine_lines,
+    markdown_sections,
     markdown_table,
-    new_namespace,
+    print_sections,
+    run_main,
     text_table,
+    warn_if_busy,
+    write_json,
     write_readme,
 )
+from _procs import BENCH_DIR, ChildError, child_env, run_client, script
+from roundtrip import new_namespace
 
 MIX = (40, 40, 10, 10)  # responders, requesters, publishers, subscribers
 PAIR = (1, 1, 0, 0)
@@ -318,18 +322,10 @@ def note_lines(outcomes: Sequence[Outcome]) -> list[str]:
 
 
 def readme_section(report: dict[str, Any], outcomes: Sequence[Outcome]) -> str:
-    m = report["machine"]
     p = report["params"]
     lines = [
         README_START,
-        f"Measured {m['date']} with `{report['command']}`",
-        "",
-        f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; {m['implementation']} "
-        f"{m['python']}; pyzmq {m['pyzmq']} (libzmq {m['libzmq']}); {m['platform']}.",
-        "",
-        f"CPU busy before the benchmark (other processes): {busy(report['cpu_busy_before'])}; "
-        f"right after it: {busy(report['cpu_busy_after'])}.",
-        "",
+        *machine_lines(report),
         f"Medians of {p['runs']} run{'s' if p['runs'] != 1 else ''}; the mesh: "
         f"{p['mix'][0]} responders, {p['mix'][1]} requesters, {p['mix'][2]} publishers and "
         f"{p['mix'][3]} subscribers in one process and namespace; idle CPU over "
@@ -339,13 +335,13 @@ def readme_section(report: dict[str, Any], outcomes: Sequence[Outcome]) -> str:
         markdown_table(HEADERS, table_rows(outcomes)),
         "",
     ]
-    for title, body in (
-        ("Idle CPU by thread (% of one core, last run):", thread_lines(outcomes)),
-        ("Targets:", ratio_lines(report["ratios"])),
-        ("Notes:", note_lines(outcomes)),
-    ):
-        if body:
-            lines += [title, "", *(f"- {line}" for line in body), ""]
+    lines += markdown_sections(
+        [
+            ("Idle CPU by thread (% of one core, last run):", thread_lines(outcomes)),
+            ("Targets:", ratio_lines(report["ratios"])),
+            ("Notes:", note_lines(outcomes)),
+        ]
+    )
     if lines[-1] == "":
         lines.pop()
     lines.append(README_END)
@@ -422,13 +418,7 @@ def out_of_sockets(exc: ChildError) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     os.environ["MESHRPC_INTERFACES"] = "127.0.0.1"  # loopback only, here and in children
-    busy_before = cpu_busy_fraction()
-    if busy_before is not None and busy_before > BUSY_WARNING:
-        print(
-            f"warning: {busy_before:.0%} of the CPUs were busy before starting; other "
-            "processes will make the numbers noisy",
-            file=sys.stderr,
-        )
+    busy_before = cpu_busy_before()
     outcomes = [Outcome(c) for c in configs(args.mix, args.stats)]
     mesh_sockets = 0  # 0 until the mesh was found to need more than libzmq's default
     for i in range(1, args.runs + 1):
@@ -495,21 +485,16 @@ def run(args: argparse.Namespace) -> int:
 
     print()
     print(text_table(HEADERS, table_rows(outcomes)))
-    for title, body in (
-        ("idle CPU by thread (% of one core, last run):", thread_lines(outcomes)),
-        ("targets:", ratio_lines(report["ratios"])),
-        ("notes:", note_lines(outcomes)),
-    ):
-        if body:
-            print(f"\n{title}")
-            print("\n".join("  " + line for line in body))
-    after = report["cpu_busy_after"]
-    if after is not None and after > BUSY_WARNING:
-        print(f"\nwarning: {after:.0%} of the CPUs were busy right after the benchmark")
+    print_sections(
+        [
+            ("idle CPU by thread (% of one core, last run):", thread_lines(outcomes)),
+            ("targets:", ratio_lines(report["ratios"])),
+            ("notes:", note_lines(outcomes)),
+        ]
+    )
+    warn_if_busy(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        write_json(args.json, report)
     if args.write_readme:
         write_readme(readme_section(report, outcomes), README_START, README_END)
         print(f"updated {README}")
@@ -517,12 +502,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted; child processes stopped", file=sys.stderr)
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

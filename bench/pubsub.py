@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import queue
-import re
 import statistics
 import subprocess
 import sys
@@ -34,10 +33,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from _common import RESULT_PREFIX
+from _common import (
+    RESULT_PREFIX,
+    cpu_busy_before,
+    cpu_busy_fraction,
+    machine_info,
+    machine_lines,
+    markdown_sections,
+    markdown_table,
+    print_sections,
+    run_main,
+    text_table,
+    warn_if_busy,
+    write_json,
+    write_readme,
+)
 from _procs import BENCH_DIR, LOG_TAIL_LINES, ChildError, child_env, script, terminate
 from _pubsub_zmq import FINAL_PREFIX, QUIET_S, SUB_TIME_LIMIT_S
-from roundtrip import BUSY_WARNING, busy, cpu_busy_fraction, machine_info, new_namespace
+from roundtrip import new_namespace
 
 EVENTS = 200_000
 QUICK_DIVISOR = 5
@@ -396,23 +409,6 @@ def table_rows(outcomes: Sequence[Outcome]) -> list[tuple[str, ...]]:
     return rows
 
 
-def text_table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in [HEADERS, *rows]) for i in range(len(HEADERS))]
-
-    def fmt(row: tuple[str, ...]) -> str:
-        first = row[0].ljust(widths[0])
-        rest = (cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    return "\n".join([fmt(HEADERS), "  ".join("-" * w for w in widths), *map(fmt, rows)])
-
-
-def markdown_table(rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|---" + "|---:" * (len(HEADERS) - 1) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def spread_lines(outcomes: Sequence[Outcome]) -> list[str]:
     """Per system and subscriber count, the lowest and highest run of the headline numbers."""
     lines = []
@@ -488,32 +484,24 @@ def meshrpc_counters(r: PubSubRun) -> dict[str, int] | None:
 
 
 def readme_section(report: dict[str, Any], outcomes: Sequence[Outcome]) -> str:
-    m = report["machine"]
     p = report["params"]
     lines = [
         README_START,
-        f"Measured {m['date']} with `{report['command']}`",
-        "",
-        f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; {m['implementation']} "
-        f"{m['python']}; pyzmq {m['pyzmq']} (libzmq {m['libzmq']}); {m['platform']}.",
-        "",
-        f"CPU busy before the benchmark (other processes): {busy(report['cpu_busy_before'])}; "
-        f"right after it: {busy(report['cpu_busy_after'])}.",
-        "",
+        *machine_lines(report),
         f"Medians of {p['runs']} run{'s' if p['runs'] != 1 else ''}; per run "
         f"{p['events']:,} events published, to "
         f"{' and to '.join(str(n) for n in p['subscribers'])} subscriber processes.",
         "",
-        markdown_table(table_rows(outcomes)),
+        markdown_table(HEADERS, table_rows(outcomes)),
         "",
     ]
-    for title, body in (
-        ("Spread over the runs (lowest-highest):", spread_lines(outcomes)),
-        ("Ratios of the medians:", ratio_lines(report["ratios"])),
-        ("Notes:", anomaly_lines(outcomes)),
-    ):
-        if body:
-            lines += [title, "", *(f"- {line}" for line in body), ""]
+    lines += markdown_sections(
+        [
+            ("Spread over the runs (lowest-highest):", spread_lines(outcomes)),
+            ("Ratios of the medians:", ratio_lines(report["ratios"])),
+            ("Notes:", anomaly_lines(outcomes)),
+        ]
+    )
     failed = [f"- {o.label}: not measured: {o.error}" for o in outcomes if o.error]
     if failed:
         lines += [*failed, ""]
@@ -521,16 +509,6 @@ def readme_section(report: dict[str, Any], outcomes: Sequence[Outcome]) -> str:
         lines.pop()
     lines.append(README_END)
     return "\n".join(lines)
-
-
-def write_readme(section: str, path: Path = README) -> None:
-    text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text, count=1)
-    else:
-        text = text.rstrip() + "\n\n## Pub/sub results\n\n" + section + "\n"
-    path.write_text(text)
 
 
 # ----------------------------------------------------------------------------- main
@@ -613,13 +591,7 @@ def run(args: argparse.Namespace) -> int:
                 for s in meshrpc_systems(backends, modes)
             ]
 
-    busy_before = cpu_busy_fraction()
-    if busy_before is not None and busy_before > BUSY_WARNING:
-        print(
-            f"warning: {busy_before:.0%} of the CPUs were busy before starting; other "
-            "processes will make the numbers noisy",
-            file=sys.stderr,
-        )
+    busy_before = cpu_busy_before()
     outcomes = [Outcome(s, n) for n in args.subscribers for s in systems]
     for i in range(1, args.runs + 1):
         for outcome in outcomes:
@@ -672,39 +644,35 @@ def run(args: argparse.Namespace) -> int:
     }
 
     print()
-    print(text_table(table_rows(outcomes)))
-    for title, body in (
-        ("spread over the runs (lowest-highest):", spread_lines(outcomes)),
-        ("ratios of the medians:", ratio_lines(report["ratios"])),
-        ("notes:", anomaly_lines(outcomes)),
-    ):
-        if body:
-            print(f"\n{title}")
-            print("\n".join("  " + line for line in body))
-    after = report["cpu_busy_after"]
-    if after is not None and after > BUSY_WARNING:
-        print(f"\nwarning: {after:.0%} of the CPUs were busy right after the benchmark")
+    print(text_table(HEADERS, table_rows(outcomes)))
+    print_sections(
+        [
+            ("spread over the runs (lowest-highest):", spread_lines(outcomes)),
+            ("ratios of the medians:", ratio_lines(report["ratios"])),
+            ("notes:", anomaly_lines(outcomes)),
+        ]
+    )
+    warn_if_busy(report)
     failed = [o for o in outcomes if o.error]
     for o in failed:
         print(f"\n{o.label}: not measured: {o.error}")
 
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        write_json(args.json, report)
     if args.write_readme:
-        write_readme(readme_section(report, outcomes))
+        write_readme(
+            readme_section(report, outcomes),
+            README_START,
+            README_END,
+            README,
+            heading="## Pub/sub results",
+        )
         print(f"updated {README}")
     return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted; child processes stopped", file=sys.stderr)
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

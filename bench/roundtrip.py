@@ -16,21 +16,32 @@ reported in MB/s. See bench/README.md for what each system is.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
-import json
 import os
-import platform
-import re
 import sys
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import ClientParams, RunResult, median_result
+from _common import (
+    ClientParams,
+    RunResult,
+    cpu_busy_before,
+    cpu_busy_fraction,
+    machine_info,
+    machine_lines,
+    markdown_sections,
+    markdown_table,
+    median_result,
+    print_sections,
+    run_main,
+    text_table,
+    warn_if_busy,
+    write_json,
+    write_readme,
+)
 from _procs import BENCH_DIR, ChildError, child_env, run_client, script, server
 
 WINDOW = 64
@@ -168,47 +179,6 @@ def measure_once(system: System, params: ClientParams) -> RunResult:
 
 
 # ------------------------------------------------------------------------ reporting
-
-
-def cpu_busy_fraction(interval: float = 1.0) -> float | None:
-    """Share of all CPUs busy over ``interval`` seconds (from /proc/stat), if known."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    return None if total <= 0 else 1.0 - (idle1 - idle0) / total
-
-
-def machine_info() -> dict[str, Any]:
-    import zmq
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "pyzmq": zmq.__version__,
-        "libzmq": zmq.zmq_version(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
 
 
 def mb_per_s(calls_s: float, payload_kib: int) -> float:
@@ -421,24 +391,6 @@ def table_rows(outcomes: dict[str, Outcome], payload_kib: int = 0) -> list[tuple
     return rows
 
 
-def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table, first column left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def fmt(row: Sequence[str]) -> str:
-        first = row[0].ljust(widths[0])
-        rest = (cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)])
-
-
-def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def spread_lines(outcomes: dict[str, Outcome], payload_kib: int = 0) -> list[str]:
     """Per system, the lowest and highest run of the two headline numbers."""
     lines = []
@@ -471,13 +423,6 @@ def ratio_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-BUSY_WARNING = 0.15
-
-
-def busy(fraction: float | None) -> str:
-    return "unknown" if fraction is None else f"{fraction:.0%}"
-
-
 def workload_line(p: dict[str, Any]) -> str:
     payload = (
         f'`{{"a": 1, "b": 2, "blob": <{p["payload_kib"]} KiB>}}`'
@@ -492,30 +437,20 @@ def workload_line(p: dict[str, Any]) -> str:
 
 
 def readme_section(report: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
-    m = report["machine"]
     p = report["params"]
     kib = p["payload_kib"]
     start, end = README_MARKERS[bool(kib)]
     lines = [
         start,
-        f"Measured {m['date']} with `{report['command']}`",
-        "",
-        f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; {m['implementation']} "
-        f"{m['python']}; pyzmq {m['pyzmq']} (libzmq {m['libzmq']}); {m['platform']}.",
-        "",
-        f"CPU busy before the benchmark (other processes): {busy(report['cpu_busy_before'])}; "
-        f"right after it: {busy(report['cpu_busy_after'])}.",
-        "",
+        *machine_lines(report),
         workload_line(p),
         "",
         markdown_table(headers(kib), table_rows(outcomes, kib)),
         "",
     ]
-    spread = spread_lines(outcomes, kib)
-    if spread:
-        lines += ["Spread over the runs (lowest-highest):", ""]
-        lines += [f"- {line}" for line in spread]
-        lines.append("")
+    lines += markdown_sections(
+        [("Spread over the runs (lowest-highest):", spread_lines(outcomes, kib))]
+    )
     ratio_rows = ratio_lines(report["ratios"])
     if ratio_rows:
         lines += ["Ratios of the medians:", ""]
@@ -523,17 +458,6 @@ def readme_section(report: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
     lines += [f"- {o.system.label}: not measured: {o.error}" for o in outcomes.values() if o.error]
     lines.append(end)
     return "\n".join(lines)
-
-
-def write_readme(section: str, start: str, end: str, path: Path = README) -> None:
-    """Replace the text between ``start`` and ``end`` in ``path`` (or append a section)."""
-    text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text, count=1)
-    else:
-        text = text.rstrip() + "\n\n## Results\n\n" + section + "\n"
-    path.write_text(text)
 
 
 # ----------------------------------------------------------------------------- main
@@ -648,13 +572,7 @@ def run(args: argparse.Namespace) -> int:
     params = client_params(args.quick, kib)
     systems, skipped = select_systems(args)
 
-    busy_before = cpu_busy_fraction()
-    if busy_before is not None and busy_before > BUSY_WARNING:
-        print(
-            f"warning: {busy_before:.0%} of the CPUs were busy before starting; other "
-            "processes will make the numbers noisy",
-            file=sys.stderr,
-        )
+    busy_before = cpu_busy_before()
     outcomes = {s.key: Outcome(s) for s in systems}
     for i in range(1, args.runs + 1):
         for outcome in outcomes.values():
@@ -711,25 +629,18 @@ def run(args: argparse.Namespace) -> int:
     if kib:
         print(f"payload {kib} KiB per request")
     print(text_table(headers(kib), table_rows(outcomes, kib)))
-    spread = spread_lines(outcomes, kib)
-    if spread:
-        print("\nspread over the runs (lowest-highest):")
-        print("\n".join("  " + line for line in spread))
+    print_sections([("spread over the runs (lowest-highest):", spread_lines(outcomes, kib))])
     lines = ratio_lines(report["ratios"])
     if lines:
         print()
         print("\n".join(lines))
-    after = report["cpu_busy_after"]
-    if after is not None and after > BUSY_WARNING:
-        print(f"\nwarning: {after:.0%} of the CPUs were busy right after the benchmark")
+    warn_if_busy(report)
     failed = [o for o in outcomes.values() if o.error]
     for o in failed:
         print(f"\n{o.system.label}: not measured: {o.error}")
 
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        write_json(args.json, report)
     if args.write_readme:
         write_readme(readme_section(report, outcomes), *README_MARKERS[bool(kib)])
         print(f"updated {README}")
@@ -737,12 +648,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted; child processes stopped", file=sys.stderr)
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

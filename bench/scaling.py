@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -28,18 +27,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import ClientParams, RunResult
-from _procs import BENCH_DIR, ChildError, child_env, run_client, script, servers
-from roundtrip import (
-    BUSY_WARNING,
-    busy,
+from _common import (
+    ClientParams,
+    RunResult,
+    cpu_busy_before,
     cpu_busy_fraction,
     machine_info,
+    machine_lines,
     markdown_table,
-    new_namespace,
+    run_main,
     text_table,
+    warn_if_busy,
+    write_json,
     write_readme,
 )
+from _procs import BENCH_DIR, ChildError, child_env, run_client, script, servers
+from roundtrip import new_namespace
 
 COUNTS = (1, 2, 4, 8)
 CALLS = 20_000
@@ -229,18 +232,10 @@ def ratio_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def readme_section(report: dict[str, Any], outcomes: dict[str, dict[int, CountOutcome]]) -> str:
-    m = report["machine"]
     p = report["params"]
     lines = [
         README_START,
-        f"Measured {m['date']} with `{report['command']}`",
-        "",
-        f"Machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; {m['implementation']} "
-        f"{m['python']}; pyzmq {m['pyzmq']} (libzmq {m['libzmq']}); {m['platform']}.",
-        "",
-        f"CPU busy before the benchmark (other processes): {busy(report['cpu_busy_before'])}; "
-        f"right after it: {busy(report['cpu_busy_after'])}.",
-        "",
+        *machine_lines(report),
         f"Medians of {p['runs']} round{'s' if p['runs'] != 1 else ''}; meshrpc on "
         f"{p['backend']}; per count {p['calls']:,} calls with {p['window']} in flight after "
         f"{p['warmup']:,} warm-up calls. The share column gives the smallest and largest "
@@ -307,13 +302,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ["MESHRPC_INTERFACES"] = "127.0.0.1"  # loopback only, here and in children
     div = QUICK_DIVISOR if args.quick else 1
     calls, warmup = args.calls // div, WARMUP // div
-    busy_before = cpu_busy_fraction()
-    if busy_before is not None and busy_before > BUSY_WARNING:
-        print(
-            f"warning: {busy_before:.0%} of the CPUs were busy before starting; other "
-            "processes will make the numbers noisy",
-            file=sys.stderr,
-        )
+    busy_before = cpu_busy_before()
     systems = ["meshrpc"] if args.no_raw else ["meshrpc", "raw"]
     outcomes = {key: {n: CountOutcome(n) for n in args.counts} for key in systems}
     error: str | None = None
@@ -363,15 +352,11 @@ def run(args: argparse.Namespace) -> int:
     if lines:
         print()
         print("\n".join(lines))
-    after = report["cpu_busy_after"]
-    if after is not None and after > BUSY_WARNING:
-        print(f"\nwarning: {after:.0%} of the CPUs were busy right after the benchmark")
+    warn_if_busy(report)
     if error:
         print(f"\nnot complete: {error}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        write_json(args.json, report)
     if args.write_readme:
         write_readme(readme_section(report, outcomes), README_START, README_END)
         print(f"updated {README}")
@@ -379,12 +364,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted; child processes stopped", file=sys.stderr)
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":
