@@ -41,7 +41,7 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import anyio  # noqa: E402
-from _common import RESULT_PREFIX, emit_error, loopback_guard  # noqa: E402
+from _common import RESULT_PREFIX, backend_kwargs, emit_error, loopback_guard  # noqa: E402
 
 WAIT_S = 60.0  # every requester / subscriber complete
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -272,12 +272,6 @@ def _max_sockets() -> int:
     return int(zmq.Context.instance().get(zmq.MAX_SOCKETS))
 
 
-def _backend(name: str) -> dict[str, Any]:
-    if name == "uvloop":
-        return {"backend": "asyncio", "backend_options": {"use_uvloop": True}}
-    return {"backend": name}
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="_footprint_side.py")
     for kind in ("responders", "requesters", "publishers", "subscribers"):
@@ -295,7 +289,9 @@ def main(argv: list[str]) -> int:
         emit_error("MESHRPC_NAMESPACE must be set to a unique bench-... namespace")
         return 1
     try:
-        result = anyio.run(measure_raw if args.raw else measure, args, **_backend(args.backend))
+        result = anyio.run(
+            measure_raw if args.raw else measure, args, **backend_kwargs(args.backend)
+        )
     except Exception as exc:
         emit_error(_one_line(exc))
         raise

@@ -37,6 +37,7 @@ from _common import (
     RunResult,
     add_client_params,
     async_sequential,
+    backend_kwargs,
     client_params,
     emit_error,
     emit_result,
@@ -197,12 +198,6 @@ async def _scale_client(
 # ----------------------------------------------------------------------------- entry
 
 
-def _backend(name: str) -> dict[str, Any]:
-    if name == "uvloop":
-        return {"backend": "asyncio", "backend_options": {"use_uvloop": True}}
-    return {"backend": name}
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="_meshrpc_side.py")
     sub = parser.add_subparsers(dest="role", required=True)
@@ -228,7 +223,7 @@ def main(argv: list[str]) -> int:
         return 0
     loopback_guard()
     if args.role == "server":
-        anyio.run(_serve, args.max_seconds, args.index, **_backend(args.backend))
+        anyio.run(_serve, args.max_seconds, args.index, **backend_kwargs(args.backend))
         return 0
     if args.role == "scale-client":
         try:
@@ -239,7 +234,7 @@ def main(argv: list[str]) -> int:
                 args.warmup,
                 args.window,
                 args.phase_time_limit,
-                **_backend(args.backend),
+                **backend_kwargs(args.backend),
             )
         except Exception as exc:
             emit_error(f"{type(exc).__name__}: {exc}")
@@ -248,7 +243,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.flush()
         return 0
     try:
-        result = anyio.run(_client, client_params(args), **_backend(args.backend))
+        result = anyio.run(_client, client_params(args), **backend_kwargs(args.backend))
     except Exception as exc:
         # The orchestrator shows this one line; the traceback goes to this child's
         # stderr, which it keeps in a log file.
