@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from meshrpc import MeshError, Requester
+from tests import procs
 from tests.netns import Host
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,14 +89,7 @@ class Child:
     def close(self) -> None:
         self.signal(signal.SIGCONT)
         self.signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        procs.reap(self.proc, grace=15)
 
 
 @dataclass
@@ -303,12 +297,7 @@ def partition_under_load(
         code = requester.wait(60)
         assert code == 0, requester.stderr.read() if requester.stderr else code
     finally:
-        if requester.poll() is None:
-            requester.kill()
-        requester.wait()
-        for stream in (requester.stdout, requester.stderr):
-            if stream is not None:
-                stream.close()
+        procs.reap(requester)
     data = json.loads(out.read_text())
     history = History(log_dir)
     history.calls = [Call(**c) for c in data["calls"]]

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -60,18 +61,21 @@ def stop(procs: list[subprocess.Popen[str]], sig: int = signal.SIGTERM) -> list[
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(sig)
-    codes = []
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-        codes.append(proc.returncode)
-    return codes
+    return [reap(proc, grace=15) for proc in procs]
+
+
+def reap(proc: subprocess.Popen[Any], grace: float = 0.0) -> int:
+    """Give ``proc`` ``grace`` seconds to end, then kill it; close its pipes and return
+    its exit status."""
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return proc.returncode
 
 
 def run_example(name: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -110,12 +110,7 @@ def test_ls_watch_follows_leaves_and_exits_cleanly_on_ctrl_c(
         assert watcher.stderr is not None
         assert b"Traceback" not in watcher.stderr.read()
     finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait()
-        for stream in (watcher.stdout, watcher.stderr):
-            if stream is not None:
-                stream.close()
+        procs.reap(watcher)
 
 
 def readline(stream: Any, timeout: float = 20) -> str:
@@ -155,12 +150,7 @@ def test_publish_and_listen(namespace: str) -> None:
             {"topic": "alerts.flood", "payload": [1, 2]},
         ]
     finally:
-        if listener.poll() is None:
-            listener.kill()
-            listener.wait()
-        for stream in (listener.stdout, listener.stderr):
-            if stream is not None:
-                stream.close()
+        procs.reap(listener)
 
 
 def test_console_script_and_help() -> None:
