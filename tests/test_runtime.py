@@ -72,7 +72,7 @@ async def test_run_until_leaves_a_foreign_cancellation_alone() -> None:
 
         async with anyio.create_task_group() as inner:
             inner.start_soon(runner)
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()  # the runner is inside run_until
             inner.cancel_scope.cancel()
         assert outcome
         assert outcome[0] in ("CancelledError", "Cancelled")
